@@ -1,0 +1,71 @@
+"""Deterministic stratified train/val/test split, stored as ``split.csv`` (path, label, split).
+
+Later stages read the same file, so they explain exactly the test images the model never saw.
+Each class is shuffled by a generator seeded from (seed, class name): adding a class or images of
+another class does not move the images of this one.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import zlib
+from pathlib import Path
+
+import numpy as np
+
+from cxrcam.errors import CxrcamError
+
+SPLITS = ("train", "val", "test")
+SPLIT_FIELDS = ("path", "label", "split")
+
+
+def stratified_split(items: list[tuple[Path, str]], val_fraction: float, test_fraction: float,
+                     seed: int) -> list[dict]:
+    if not (0 <= val_fraction < 1 and 0 < test_fraction < 1 and val_fraction + test_fraction < 1):
+        raise CxrcamError(f"data.val_fraction={val_fraction} and data.test_fraction={test_fraction} "
+                          "must be fractions in [0, 1) with test > 0 and a sum below 1")
+    by_class: dict[str, list[str]] = {}
+    for path, label in items:
+        by_class.setdefault(label, []).append(str(path))
+    rows = []
+    for label, paths in sorted(by_class.items()):
+        n = len(paths)
+        n_test = max(1, round(n * test_fraction))
+        n_val = max(1, round(n * val_fraction)) if val_fraction > 0 else 0
+        if n - n_test - n_val < 1:
+            raise CxrcamError(f"class {label!r} has {n} image(s), too few for a train/val/test split; "
+                              "add images or drop the class from data.classes")
+        order = np.random.default_rng([seed, zlib.crc32(label.encode())]).permutation(n)
+        shuffled = [sorted(paths)[i] for i in order]
+        assignment = ["test"] * n_test + ["val"] * n_val + ["train"] * (n - n_test - n_val)
+        rows.extend({"path": p, "label": label, "split": s} for p, s in zip(shuffled, assignment))
+    return rows
+
+
+def write_split(rows: list[dict], path: str | Path) -> None:
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=SPLIT_FIELDS)
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def read_split(path: str | Path, classes: list[str]) -> list[dict]:
+    path = Path(path)
+    if not path.is_file():
+        raise CxrcamError(f"split file {path} does not exist; set data.split_file to a split.csv "
+                          "written by cxrcam.train, or null to make a new split")
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    if not rows or set(rows[0]) != set(SPLIT_FIELDS):
+        raise CxrcamError(f"split file {path} must have the columns {', '.join(SPLIT_FIELDS)}")
+    unknown = sorted({r["label"] for r in rows} - set(classes))
+    bad_split = sorted({r["split"] for r in rows} - set(SPLITS))
+    if unknown or bad_split:
+        raise CxrcamError(f"split file {path} has labels {unknown} not in data.classes={list(classes)}"
+                          f" or splits {bad_split} not in {list(SPLITS)}")
+    return rows
+
+
+def file_sha256(path: str | Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()

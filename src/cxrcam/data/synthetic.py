@@ -1,0 +1,309 @@
+"""Synthetic chest X-ray phantoms: the built-in dataset, written in the COVID-19 Radiography
+Database layout so that the loader used for real data is the one that runs.
+
+No real CXR may ship with the project, yet every stage needs images whose findings sit at a known
+place. Each phantom has chest anatomy (body, lungs, mediastinum, spine, heart on the image right,
+ribs, clavicles, vessels), per-image variation of anatomy, exposure and contrast, and one of four
+findings modelled on the seed's "Lung Disease Features" slides. Besides the image, each sample gets
+its lung mask (``masks/``), a lesion mask (``lesion_masks/``, empty for Normal) and a metadata row:
+the ground truth that later scores where Grad-CAM looks.
+
+Sides are given as the patient's side (radiological convention): the patient's right lung is on
+the image left.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import multiprocessing
+import os
+import shutil
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from scipy.ndimage import gaussian_filter, zoom
+from tqdm import tqdm
+
+from cxrcam.errors import CxrcamError
+
+CLASSES = ("COVID", "Lung_Opacity", "Normal", "Viral Pneumonia")
+GENERATOR_VERSION = 1
+MANIFEST = "synthetic.json"
+METADATA = "metadata.csv"
+METADATA_FIELDS = (
+    "file", "label", "side", "zone", "n_lesions", "lesion_area_fraction", "amplitude",
+    "gain", "offset", "gamma",
+)
+
+
+@dataclass
+class Phantom:
+    image: np.ndarray  # float32 in [0, 1], air dark, bone and tissue bright
+    lungs: np.ndarray  # bool
+    lesion: np.ndarray  # bool, all False for Normal
+    info: dict = field(default_factory=dict)
+
+
+@dataclass
+class _Anatomy:
+    density: np.ndarray
+    lungs: list[np.ndarray]  # [patient right (image left), patient left (image right)]
+    lung_soft: np.ndarray
+    x: np.ndarray
+    y: np.ndarray
+
+
+def _lung_relative_height(lung: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """0 at the lung apex, 1 at its base, so zones follow each lung's own extent."""
+    rows = np.flatnonzero(lung.any(axis=1))
+    top, bottom = rows[0] / lung.shape[0], (rows[-1] + 1) / lung.shape[0]
+    return (y - top) / (bottom - top)
+
+
+def _lung_relative_laterality(lung: np.ndarray, x: np.ndarray, side: int) -> np.ndarray:
+    """0 at the lung's medial border, 1 at its lateral (peripheral) border."""
+    cols = np.flatnonzero(lung.any(axis=0))
+    left, right = cols[0] / lung.shape[1], (cols[-1] + 1) / lung.shape[1]
+    rel = (x - left) / (right - left)
+    return 1.0 - rel if side == 0 else rel
+
+
+def _smooth_noise(rng: np.random.Generator, size: int, sigma_px: float) -> np.ndarray:
+    """Unit-variance noise correlated over ~sigma_px, drawn on a coarse grid and upsampled (fast)."""
+    coarse = max(4, round(2 * size / sigma_px))
+    field_ = zoom(gaussian_filter(rng.standard_normal((coarse, coarse)), 1.0), size / coarse, order=1)
+    field_ = field_[:size, :size]
+    return (field_ - field_.mean()) / (field_.std() + 1e-8)
+
+
+def _vessels(rng: np.random.Generator, size: int, hila: list[tuple[float, float]]) -> np.ndarray:
+    """Branching vessel trees: random walks from each hilum, fading towards the periphery."""
+    canvas = np.zeros((size, size), np.float32)
+    step = 1.0 / size
+    for side, (hx, hy) in enumerate(hila):
+        outward = -1.0 if side == 0 else 1.0
+        for _ in range(rng.integers(12, 18)):
+            angle = np.arctan2(rng.uniform(-1.0, 1.0), outward * rng.uniform(0.3, 1.0))
+            n_steps = int(rng.uniform(0.12, 0.24) * size)
+            angles = angle + np.cumsum(rng.normal(0, 0.08, n_steps))
+            xs = hx + np.cumsum(np.cos(angles)) * step
+            ys = hy + np.cumsum(np.sin(angles)) * step
+            weights = np.linspace(1.0, 0.2, n_steps)
+            # one side branch per vessel, leaving at a random point
+            start = rng.integers(n_steps // 4, max(n_steps // 4 + 1, 3 * n_steps // 4))
+            n_branch = n_steps - start
+            b_angles = angles[start] + rng.choice([-0.6, 0.6]) + np.cumsum(rng.normal(0, 0.08, n_branch))
+            bxs = xs[start] + np.cumsum(np.cos(b_angles)) * step
+            bys = ys[start] + np.cumsum(np.sin(b_angles)) * step
+            all_x = np.concatenate([xs, bxs])
+            all_y = np.concatenate([ys, bys])
+            all_w = np.concatenate([weights, weights[start:] * 0.7])
+            cols = np.clip((all_x * size).astype(int), 0, size - 1)
+            rows = np.clip((all_y * size).astype(int), 0, size - 1)
+            np.add.at(canvas, (rows, cols), all_w)
+    return np.clip(gaussian_filter(canvas, 0.6 * size / 256), 0, None)
+
+
+def _anatomy(rng: np.random.Generator, size: int) -> _Anatomy:
+    c = (np.arange(size, dtype=np.float32) + 0.5) / size
+    x, y = np.meshgrid(c, c, indexing="xy")
+    px = size / 256  # blur widths are tuned at 256 px
+
+    bx, by = 0.5 + rng.normal(0, 0.01), 0.60 + rng.normal(0, 0.01)
+    ax, ay = rng.uniform(0.40, 0.47), rng.uniform(0.52, 0.60)
+    body = (np.abs((x - bx) / ax) ** 3 + np.abs((y - by) / ay) ** 3) < 1
+    body |= (np.abs(x - 0.5) < 0.09) & (y < 0.2)  # neck
+    mediastinum = (np.abs(x - 0.5) < rng.uniform(0.055, 0.075)) & (y < 0.8)
+
+    heart_cx, heart_cy = 0.5 + rng.uniform(0.04, 0.08), rng.uniform(0.64, 0.70)
+    heart_ax, heart_ay = rng.uniform(0.12, 0.16), rng.uniform(0.10, 0.13)
+    heart = ((x - heart_cx) / heart_ax) ** 2 + ((y - heart_cy) / heart_ay) ** 2 < 1
+
+    lungs, lung_any = [], np.zeros_like(body)
+    cy, ah = rng.uniform(0.44, 0.50), rng.uniform(0.24, 0.29)
+    for sign in (-1.0, 1.0):  # the patient's right lung sits on the image left
+        cx = 0.5 + sign * rng.uniform(0.15, 0.19)
+        aw = rng.uniform(0.11, 0.14)
+        dx, dy = (x - cx) / aw, (y - (cy + rng.normal(0, 0.01))) / ah
+        dy_base = dy * (1 - 0.18 * sign * dx)  # costophrenic angle lower than the medial base
+        shape = np.where(dy < 0, dx**2 + dy**2, np.abs(dx) ** 2.2 + np.abs(dy_base) ** 4) < 1
+        lung_any |= shape
+        lungs.append(shape & ~heart)
+
+    soft_tissue = (rng.uniform(0.48, 0.62) * body + 0.14 * mediastinum
+                   + rng.uniform(0.18, 0.28) * heart - rng.uniform(0.30, 0.40) * lung_any)
+    density = gaussian_filter(soft_tissue.astype(np.float32), 2.7 * px)
+    lung_soft = gaussian_filter(lung_any.astype(np.float32), 2.5 * px)
+
+    # bones: spine with vertebral bodies, posterior ribs arching down laterally, clavicles
+    dist = np.abs(x - 0.5)
+    vertebrae = 0.5 + 0.5 * np.sin(2 * np.pi * y * rng.uniform(13, 16))
+    bones = ((dist < 0.032) & body) * (0.08 + 0.05 * vertebrae)
+    rib_top, spacing = rng.uniform(0.17, 0.21), rng.uniform(0.055, 0.065)
+    arch = rng.uniform(1.2, 1.8)
+    ribs = np.zeros_like(body)
+    for k in range(10):
+        curve = rib_top + k * spacing + arch * (dist - 0.05) ** 2 - 0.15 * (dist - 0.05)
+        ribs |= np.abs(y - curve) < rng.uniform(0.008, 0.012)
+    bones += 0.07 * (ribs & body & (dist > 0.04) & (dist < 0.38))
+    for sign in (-1.0, 1.0):
+        t = (x - 0.5) * sign
+        bones += 0.10 * ((t > 0.05) & (t < 0.30) & (np.abs(y - (0.16 - 0.12 * (t - 0.05))) < 0.012))
+    density += gaussian_filter(bones.astype(np.float32), 0.9 * px)
+
+    hila = [(0.5 - rng.uniform(0.07, 0.09), cy + rng.normal(0, 0.02)),
+            (0.5 + rng.uniform(0.07, 0.09), cy + rng.normal(0, 0.02))]
+    density += rng.uniform(0.07, 0.10) * _vessels(rng, size, hila) * lung_soft
+    density += 0.025 * _smooth_noise(rng, size, size / 16) * body
+    return _Anatomy(density, lungs, lung_soft, x, y)
+
+
+def _covid(rng: np.random.Generator, a: _Anatomy, size: int) -> tuple[np.ndarray, dict]:
+    """Hazy ground-glass opacities, bilateral, peripheral and lower zones."""
+    field_ = np.zeros_like(a.density)
+    n_per_lung = [rng.integers(2, 5), rng.integers(2, 5)]
+    for side, lung in enumerate(a.lungs):
+        height = _lung_relative_height(lung, a.y)
+        lateral = _lung_relative_laterality(lung, a.x, side)
+        candidates = np.argwhere(lung & (height > 0.5) & (lateral > 0.6))
+        for _ in range(n_per_lung[side]):
+            r, c = candidates[rng.integers(len(candidates))]
+            sx, sy = rng.uniform(0.04, 0.06, 2) * size
+            rr, cc = np.ogrid[:size, :size]
+            field_ += np.exp(-0.5 * (((cc - c) / sx) ** 2 + ((rr - r) / sy) ** 2))
+    texture = 0.75 + 0.25 * _smooth_noise(rng, size, size / 64)
+    amplitude = rng.uniform(0.28, 0.38)
+    lung_any = a.lungs[0] | a.lungs[1]
+    opacity = amplitude * np.clip(field_, 0, 1) * np.clip(texture, 0, None) * a.lung_soft
+    lesion = (field_ > 0.35) & lung_any
+    return opacity, dict(side="bilateral", zone="lower-peripheral", n_lesions=int(sum(n_per_lung)),
+                         amplitude=amplitude, lesion=lesion)
+
+
+def _viral_pneumonia(rng: np.random.Generator, a: _Anatomy, size: int) -> tuple[np.ndarray, dict]:
+    """Diffuse net-like (reticular) haze in both lungs, heavier in the upper zones."""
+    px = size / 256
+    white = rng.standard_normal((size, size))
+    band = gaussian_filter(white, 3.5 * px) - gaussian_filter(white, 7 * px)
+    net = np.exp(-((band / (0.25 * band.std())) ** 2))  # thin lines along the zero crossings
+    envelope = np.zeros_like(a.density)
+    for lung in a.lungs:
+        height = _lung_relative_height(lung, a.y)
+        envelope += lung * np.clip(1.1 - 0.9 * height, 0.15, 1.0) * rng.uniform(0.8, 1.0)
+    envelope = gaussian_filter(envelope, 4 * px)
+    haze = np.clip(0.6 + 0.4 * _smooth_noise(rng, size, size / 32), 0, None)
+    amplitude = rng.uniform(0.28, 0.36)
+    opacity = amplitude * envelope * (0.7 * net + 0.3 * haze)
+    lesion = (envelope > 0.5) & (a.lungs[0] | a.lungs[1])
+    return opacity, dict(side="bilateral", zone="upper-diffuse", n_lesions=2,
+                         amplitude=amplitude, lesion=lesion)
+
+
+def _lung_opacity(rng: np.random.Generator, a: _Anatomy, size: int) -> tuple[np.ndarray, dict]:
+    """A dense, sharp-edged patch in one lung."""
+    side = int(rng.integers(2))
+    lung = a.lungs[side]
+    height = _lung_relative_height(lung, a.y)
+    candidates = np.argwhere(lung & (height > 0.15) & (height < 0.85))
+    r, c = candidates[rng.integers(len(candidates))]
+    rr, cc = np.mgrid[:size, :size]
+    theta = np.arctan2(rr - r, cc - c)
+    radius = rng.uniform(0.08, 0.11) * size
+    wobble = 1 + sum(rng.uniform(-0.15, 0.15) * np.cos(k * theta + rng.uniform(0, 2 * np.pi)) for k in (2, 3, 5))
+    patch = np.hypot(rr - r, cc - c) < radius * wobble
+    lesion = patch & lung
+    amplitude = rng.uniform(0.35, 0.45)
+    edge = gaussian_filter(lesion.astype(np.float32), 0.5 * size / 256)
+    opacity = amplitude * edge * (0.9 + 0.1 * _smooth_noise(rng, size, size / 64))
+    zone = ("upper", "middle", "lower")[min(2, int(height[r, c] * 3))]
+    return opacity, dict(side=("right", "left")[side], zone=zone, n_lesions=1,
+                         amplitude=amplitude, lesion=lesion)
+
+
+_FINDINGS = {"COVID": _covid, "Viral Pneumonia": _viral_pneumonia, "Lung_Opacity": _lung_opacity}
+
+
+def render_phantom(label: str, rng: np.random.Generator, size: int = 256) -> Phantom:
+    if label not in CLASSES:
+        raise CxrcamError(f"synthetic phantoms exist for {list(CLASSES)}, not {label!r}")
+    a = _anatomy(rng, size)
+    info = dict(side="none", zone="none", n_lesions=0, amplitude=0.0)
+    lesion = np.zeros((size, size), bool)
+    density = a.density
+    if label in _FINDINGS:
+        opacity, info = _FINDINGS[label](rng, a, size)
+        lesion = info.pop("lesion")
+        density = density + opacity
+
+    # exposure and contrast vary per image so that global intensity does not give the class away
+    gain, offset, gamma = rng.uniform(0.8, 1.2), rng.uniform(-0.08, 0.08), rng.uniform(0.7, 1.4)
+    image = np.clip(offset + gain * density, 0, 1) ** gamma
+    image = np.clip(image + rng.normal(0, 0.015, image.shape), 0, 1).astype(np.float32)
+    info.update(gain=gain, offset=offset, gamma=gamma, lesion_area_fraction=float(lesion.mean()))
+    return Phantom(image=image, lungs=a.lungs[0] | a.lungs[1], lesion=lesion, info=info)
+
+
+def _save_mask(mask: np.ndarray, path: Path) -> None:
+    Image.fromarray(mask.astype(np.uint8) * 255).save(path)
+
+
+def _write_sample(task: tuple[Path, int, str, int, int, int]) -> dict:
+    root, class_index, label, i, image_size, seed = task
+    phantom = render_phantom(label, np.random.default_rng([seed, class_index, i]), image_size)
+    name = f"{label}-{i}.png"
+    Image.fromarray((phantom.image * 255).round().astype(np.uint8)).save(root / label / "images" / name)
+    _save_mask(phantom.lungs, root / label / "masks" / name)
+    _save_mask(phantom.lesion, root / label / "lesion_masks" / name)
+    return {"file": f"{label}/images/{name}", "label": label, **phantom.info}
+
+
+def generate_dataset(root: Path, n_per_class: int, image_size: int, seed: int,
+                     classes: tuple[str, ...] = CLASSES) -> None:
+    """Write the phantoms into ``root``; each sample's RNG depends only on (seed, class, index)."""
+    for label in classes:
+        for folder in ("images", "masks", "lesion_masks"):
+            (root / label / folder).mkdir(parents=True)
+    tasks = [(root, ci, label, i, image_size, seed)
+             for ci, label in enumerate(classes) for i in range(1, n_per_class + 1)]
+    # spawn, not fork: the caller may hold torch's thread pools, which do not survive a fork
+    with ProcessPoolExecutor(max_workers=min(4, os.cpu_count() or 1),
+                             mp_context=multiprocessing.get_context("spawn")) as pool:
+        rows = list(tqdm(pool.map(_write_sample, tasks, chunksize=8), total=len(tasks),
+                         desc="generating synthetic CXRs", unit="img"))
+    with open(root / METADATA, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=METADATA_FIELDS)
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: (f"{v:.5f}" if isinstance(v, float) else v) for k, v in row.items()})
+
+
+def ensure_synthetic(root: str | Path, n_per_class: int, image_size: int, seed: int) -> Path:
+    """Generate the dataset on first use and reuse it afterwards.
+
+    A folder generated with other parameters is refused, never replaced: earlier runs' split files
+    point at its images.
+    """
+    root = Path(root)
+    params = dict(version=GENERATOR_VERSION, n_per_class=n_per_class, image_size=image_size,
+                  seed=seed, classes=list(CLASSES))
+    manifest = root / MANIFEST
+    if manifest.is_file():
+        found = json.loads(manifest.read_text())
+        if found == params:
+            return root
+        raise CxrcamError(f"data.root={root} holds synthetic data made with other parameters ({found}); "
+                          "set data.root to a new folder")
+    if root.exists() and any(root.iterdir()):
+        raise CxrcamError(f"data.root={root} holds files that are not a cxrcam synthetic dataset; "
+                          "point data.root at an empty or new folder")
+    tmp = root.with_name(root.name + ".generating")
+    shutil.rmtree(tmp, ignore_errors=True)  # left by an interrupted generation
+    generate_dataset(tmp, n_per_class, image_size, seed)
+    (tmp / MANIFEST).write_text(json.dumps(params, indent=2))
+    shutil.rmtree(root, ignore_errors=True)  # an empty folder
+    tmp.rename(root)
+    return root

@@ -1,0 +1,91 @@
+"""Model registry: the three architectures of the seed, each with its Grad-CAM target layer."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchvision import models as tvm
+
+from cxrcam.errors import CxrcamError
+from cxrcam.models.simple_cnn import SimpleCNN
+
+MODEL_NAMES = ("resnet50", "densenet121", "simple_cnn")
+_LEGACY_DENSENET_KEY = re.compile(r"^(.*denselayer\d+\.(?:norm|relu|conv))\.((?:[12])\.(?:weight|bias|running_mean|running_var|num_batches_tracked))$")
+_IMAGENET_WEIGHTS = {"resnet50": tvm.ResNet50_Weights.IMAGENET1K_V2,
+                     "densenet121": tvm.DenseNet121_Weights.IMAGENET1K_V1}
+
+
+class DenseNet121(tvm.DenseNet):
+    """torchvision's DenseNet121 with an out-of-place final ReLU.
+
+    torchvision applies ``F.relu(features, inplace=True)`` to the output of ``features.norm5``, the
+    usual Grad-CAM layer; in place, it overwrites the activation a CAM hook has just captured.
+    """
+
+    def __init__(self, num_classes: int):
+        super().__init__(growth_rate=32, block_config=(6, 12, 24, 16), num_init_features=64,
+                         num_classes=num_classes)
+
+    def forward(self, x):
+        out = F.relu(self.features(x))
+        return self.classifier(torch.flatten(F.adaptive_avg_pool2d(out, 1), 1))
+
+
+def imagenet_weights_path(name: str) -> Path:
+    """Where torch's hub cache keeps the ImageNet weights file of a torchvision model."""
+    url = _IMAGENET_WEIGHTS[name].url
+    return Path(torch.hub.get_dir()) / "checkpoints" / url.rsplit("/", 1)[-1]
+
+
+def _load_imagenet_backbone(model: nn.Module, name: str, pretrained: bool | str) -> None:
+    if name not in _IMAGENET_WEIGHTS:
+        raise CxrcamError(f"model.pretrained is set but there are no ImageNet weights for {name}; "
+                          f"use it with {sorted(_IMAGENET_WEIGHTS)} or set model.pretrained=false")
+    path = imagenet_weights_path(name) if pretrained is True else Path(pretrained)
+    if not path.is_file():
+        raise CxrcamError(f"ImageNet weights for {name} not found at {path}; download "
+                          f"{_IMAGENET_WEIGHTS[name].url} and put it there, or set model.pretrained=/path/to/file.pth")
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if name == "densenet121":  # torchvision's own file names 'denselayer1.norm.1', the module 'norm1'
+        state = {_LEGACY_DENSENET_KEY.sub(r"\1\2", k): v for k, v in state.items()}
+    head = "fc." if name == "resnet50" else "classifier."
+    backbone = {k: v for k, v in state.items() if not k.startswith(head)}
+    missing, unexpected = model.load_state_dict(backbone, strict=False)
+    if unexpected or any(not k.startswith(head) for k in missing):
+        raise CxrcamError(f"{path} does not hold {name} ImageNet weights "
+                          f"(unexpected keys {unexpected[:3]}, missing {missing[:3]})")
+
+
+def build_model(name: str, num_classes: int, image_size: int, dropout: float = 0.5,
+                pretrained: bool | str = False, pooled_size: int | None = None) -> nn.Module:
+    """``pooled_size`` (SimpleCNN only) defaults to the seed's geometry: the map at image_size/16."""
+    if name == "simple_cnn":
+        model = SimpleCNN(num_classes, dropout=dropout, pooled_size=pooled_size or max(1, image_size // 16))
+    elif name == "resnet50":
+        model = tvm.resnet50(weights=None, zero_init_residual=True)
+        model.fc = nn.Sequential(nn.Dropout(dropout), nn.Linear(model.fc.in_features, num_classes))
+    elif name == "densenet121":
+        model = DenseNet121(num_classes)
+        model.classifier = nn.Sequential(nn.Dropout(dropout), nn.Linear(1024, num_classes))
+    else:
+        raise CxrcamError(f"model.name={name!r} is not known; choose one of {list(MODEL_NAMES)}")
+    if pretrained:
+        _load_imagenet_backbone(model, name, pretrained)
+    return model
+
+
+def get_layer(model: nn.Module, dotted_name: str) -> nn.Module:
+    """The submodule a config names, e.g. ``layer4.2`` or ``features.norm5``."""
+    try:
+        return model.get_submodule(dotted_name)
+    except AttributeError:
+        raise CxrcamError(f"layer {dotted_name!r} does not exist in {type(model).__name__}; "
+                          "use a dotted module name as printed by print(model)") from None
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())

@@ -1,0 +1,75 @@
+"""Checkpoints as weights-only files: tensors plus plain metadata, nothing that unpickles code.
+
+``torch.load(path, weights_only=True)`` reads every checkpoint cxrcam writes, so a checkpoint
+received from someone else can be opened without running their code.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import subprocess
+from pathlib import Path
+
+import torch
+
+from cxrcam import __version__
+from cxrcam.errors import CxrcamError
+
+FORMAT_VERSION = 1
+
+
+def git_commit() -> str | None:
+    """The commit of the source tree cxrcam runs from, when it runs from a git checkout."""
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent,
+                             capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    commit = out.stdout.strip()
+    return commit if out.returncode == 0 and commit else None
+
+
+def build_metadata(model_name: str, class_names: list[str], image_size: int, mean: list[float],
+                   std: list[float], target_layer: str, config: dict, split_path: str,
+                   split_sha256: str) -> dict:
+    return {
+        "format_version": FORMAT_VERSION,
+        "model_name": model_name,
+        "class_names": list(class_names),
+        "image_size": int(image_size),
+        "normalization": {"mean": [float(m) for m in mean], "std": [float(s) for s in std]},
+        "target_layer": target_layer,
+        "config": config,
+        "split": {"path": str(split_path), "sha256": split_sha256},
+        "cxrcam_version": __version__,
+        "git_commit": git_commit(),
+        "torch_version": str(torch.__version__),
+    }
+
+
+def save_checkpoint(payload: dict, path: str | Path) -> None:
+    """Write to a temporary file and rename, so a kill mid-save never leaves a broken file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    torch.save(payload, tmp)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise CxrcamError(f"checkpoint {path} does not exist; pass the best.pt or last.pt "
+                          "that cxrcam.train wrote under <run dir>/checkpoints/")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        raise CxrcamError(f"refusing checkpoint {path}: it holds pickled objects other than tensors "
+                          "and plain data (possibly code), which cxrcam never writes") from None
+    except Exception as exc:  # torch raises RuntimeError, EOFError, ... for truncated or foreign files
+        raise CxrcamError(f"cannot read checkpoint {path} ({type(exc).__name__}); it is truncated "
+                          "or not a PyTorch file") from None
+    if not isinstance(payload, dict) or "state_dict" not in payload or "meta" not in payload:
+        raise CxrcamError(f"{path} is not a cxrcam checkpoint (no state_dict/meta)")
+    return payload

@@ -1,0 +1,192 @@
+"""Real, tiny training runs: seconds each, no mocks of torch."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from cxrcam.errors import CxrcamError
+from cxrcam.models import build_model
+from cxrcam.train import train
+from cxrcam.training.checkpoint import load_checkpoint
+
+from conftest import compose_train_config, tiny_train_overrides
+
+RUN_FILES = ("split.csv", "metrics.csv", "test_metrics.json", "test_predictions.csv",
+             "confusion_matrix.png", "roc.png", "training_curves.png",
+             "checkpoints/best.pt", "checkpoints/last.pt")
+
+
+def run_tiny(root: Path, run_dir: Path, *extra: str) -> dict:
+    return train(compose_train_config(*tiny_train_overrides(root, *extra)), run_dir)
+
+
+def test_tiny_training_run_writes_every_artifact(tiny_synthetic, tmp_path):
+    report = run_tiny(tiny_synthetic, tmp_path, "model=simple_cnn")
+    for name in RUN_FILES:
+        assert (tmp_path / name).is_file(), name
+    saved = json.loads((tmp_path / "test_metrics.json").read_text())
+    assert saved == json.loads(json.dumps(report))
+    for key in ("accuracy", "balanced_accuracy", "macro_f1", "macro_auroc", "per_class", "confusion_matrix",
+                "epochs", "train_wall_s", "num_parameters"):
+        assert key in saved
+    assert np.asarray(saved["confusion_matrix"]).sum() == saved["n_images"] == 8
+    with open(tmp_path / "metrics.csv") as f:
+        assert [int(r["epoch"]) for r in csv.DictReader(f)] == [1, 2]
+    with open(tmp_path / "split.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert {r["split"] for r in rows} == {"train", "val", "test"} and len(rows) == 32
+
+
+def test_default_synthetic_data_is_generated_on_first_use(tmp_path):
+    cfg = compose_train_config("model=simple_cnn", "data.synthetic.n_per_class=6", "data.synthetic.image_size=48",
+                               f"paths.data_dir={tmp_path / 'data'}", "data.image_size=32", "trainer.epochs=1",
+                               "trainer.device=cpu")
+    assert cfg["data"]["root"] == str(tmp_path / "data" / "synthetic-6x48px-seed0")
+    report = train(cfg, tmp_path / "run")
+    assert report["n_images"] == 4 and (tmp_path / "data" / "synthetic-6x48px-seed0" / "synthetic.json").is_file()
+
+
+def test_checkpoint_is_weights_only_and_carries_what_explain_needs(tiny_synthetic, tmp_path):
+    run_tiny(tiny_synthetic, tmp_path, "model=resnet50", "trainer.epochs=1")
+    payload = torch.load(tmp_path / "checkpoints" / "best.pt", weights_only=True)
+    meta = payload["meta"]
+    assert meta["model_name"] == "resnet50" and meta["class_names"] == ["COVID", "Lung_Opacity", "Normal",
+                                                                         "Viral Pneumonia"]
+    assert meta["image_size"] == 32 and meta["target_layer"] == "layer4.2"
+    assert meta["normalization"] == {"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
+    assert meta["config"]["optim"]["lr"] == 1e-3 and meta["split"]["path"] == str(tmp_path / "split.csv")
+    assert len(meta["split"]["sha256"]) == 64 and meta["cxrcam_version"]
+    assert "training" not in payload and "training" in torch.load(tmp_path / "checkpoints" / "last.pt",
+                                                                   weights_only=True)
+    # rebuild from the metadata alone and reproduce the test predictions
+    model = build_model(meta["model_name"], len(meta["class_names"]), meta["image_size"]).eval()
+    model.load_state_dict(payload["state_dict"])
+    with open(tmp_path / "test_predictions.csv") as f:
+        first = next(csv.DictReader(f))
+    from cxrcam.data.dataset import build_transform
+    from cxrcam.data.images import load_image
+    x = build_transform(**meta["normalization"])(torch.from_numpy(load_image(first["path"], 32)).unsqueeze(0))
+    with torch.no_grad():
+        probs = model(x.unsqueeze(0)).softmax(1)[0]
+    assert probs[0].item() == pytest.approx(float(first["p_COVID"]), abs=1e-5)
+
+
+def test_resume_reproduces_an_uninterrupted_run_bitwise(tiny_synthetic, tmp_path):
+    """1 epoch, then resume to 3, equals 3 straight: sampling, augmentation and dropout included."""
+    extra = ("model=simple_cnn", "trainer.epochs=3")
+    run_tiny(tiny_synthetic, tmp_path / "straight", *extra)
+    run_tiny(tiny_synthetic, tmp_path / "part", extra[0], "trainer.epochs=1")
+    run_tiny(tiny_synthetic, tmp_path / "resumed", *extra, f"resume={tmp_path / 'part/checkpoints/last.pt'}")
+    straight = torch.load(tmp_path / "straight/checkpoints/last.pt", weights_only=True)
+    resumed = torch.load(tmp_path / "resumed/checkpoints/last.pt", weights_only=True)
+    for key, tensor in straight["state_dict"].items():
+        assert torch.equal(tensor, resumed["state_dict"][key]), key
+    assert straight["training"]["history"][-1]["val_loss"] == resumed["training"]["history"][-1]["val_loss"]
+    with open(tmp_path / "resumed/metrics.csv") as f:
+        assert [int(r["epoch"]) for r in csv.DictReader(f)] == [1, 2, 3]
+
+
+def test_resume_needs_training_state_and_the_same_model(tiny_synthetic, tmp_path):
+    run_tiny(tiny_synthetic, tmp_path / "a", "model=simple_cnn", "trainer.epochs=1")
+    with pytest.raises(CxrcamError, match="no training state"):
+        run_tiny(tiny_synthetic, tmp_path / "b", "model=simple_cnn", f"resume={tmp_path / 'a/checkpoints/best.pt'}")
+    with pytest.raises(CxrcamError, match="model_name='simple_cnn'"):
+        run_tiny(tiny_synthetic, tmp_path / "c", "model=resnet50", f"resume={tmp_path / 'a/checkpoints/last.pt'}")
+    run_tiny(tiny_synthetic, tmp_path / "d", "model=simple_cnn", "trainer.epochs=1", "optim.scheduler=onecycle")
+    with pytest.raises(CxrcamError, match="onecycle schedule spans the checkpoint's trainer.epochs=1"):
+        run_tiny(tiny_synthetic, tmp_path / "e", "model=simple_cnn", "trainer.epochs=3", "optim.scheduler=onecycle",
+                 f"resume={tmp_path / 'd/checkpoints/last.pt'}")
+    with pytest.raises(CxrcamError, match="already holds a trained run"):
+        run_tiny(tiny_synthetic, tmp_path / "a", "model=simple_cnn")
+
+
+def test_split_file_override_trains_on_the_same_images(tiny_synthetic, tmp_path):
+    run_tiny(tiny_synthetic, tmp_path / "a", "model=simple_cnn", "trainer.epochs=1")
+    run_tiny(tiny_synthetic, tmp_path / "b", "model=simple_cnn", "trainer.epochs=1", "seed=5",
+             f"data.split_file={tmp_path / 'a/split.csv'}")
+    assert (tmp_path / "a/split.csv").read_bytes() == (tmp_path / "b/split.csv").read_bytes()
+
+
+@pytest.mark.parametrize("override, message", [
+    ("optim.lr=-1", "optim.lr=-1"),
+    ("trainer.epochs=0", "trainer.epochs=0"),
+    ("data.batch_size=0", "data.batch_size=0"),
+    ("trainer.class_balance=magic", "trainer.class_balance='magic'"),
+    ("data.classes=[COVID]", "at least two"),
+])
+def test_bad_config_stops_before_any_work(tiny_synthetic, tmp_path, override, message):
+    with pytest.raises(CxrcamError, match=message.replace("[", r"\[")):
+        run_tiny(tiny_synthetic, tmp_path, override)
+    assert not any(tmp_path.iterdir())
+
+
+def test_class_balancing_options_train(tiny_synthetic, tmp_path):
+    for mode in ("sampler", "none"):
+        report = run_tiny(tiny_synthetic, tmp_path / mode, "model=simple_cnn", "trainer.epochs=1",
+                          f"trainer.class_balance={mode}")
+        assert report["n_images"] == 8
+
+
+def test_real_database_layout_with_mixed_images_and_a_class_subset(tmp_path):
+    """Any class subset, mixed modes and sizes, PNG and JPEG, masks beside images."""
+    rng = np.random.default_rng(0)
+    for label in ("COVID", "Normal"):
+        for i in range(6):
+            size = int(rng.integers(40, 90))
+            pixels = (rng.random((size, size + 7)) * 255).astype(np.uint8)
+            image = Image.fromarray(pixels).convert(["L", "RGB", "RGBA"][i % 3])
+            folder = tmp_path / "COVID-19_Radiography_Dataset" / label
+            (folder / "images").mkdir(parents=True, exist_ok=True)
+            (folder / "masks").mkdir(exist_ok=True)
+            if i % 2:
+                image.convert("RGB").save(folder / "images" / f"{label}-{i}.jpg")
+            else:
+                image.save(folder / "images" / f"{label}-{i}.png")
+            Image.new("L", (16, 16), 255).save(folder / "masks" / f"{label}-{i}.png")
+    cfg = compose_train_config(*tiny_train_overrides(tmp_path, "model=simple_cnn", "data.classes=[COVID,Normal]",
+                                                     "trainer.epochs=1"))
+    report = train(cfg, tmp_path / "run")
+    assert report["class_names"] == ["COVID", "Normal"] and report["n_images"] == 2  # 1 test image per class
+
+
+def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "HYDRA_FULL_ERROR": "0"}
+    return subprocess.run([sys.executable, "-m", "cxrcam.train", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=240)
+
+
+def test_cli_prints_the_composed_config_from_any_directory(tmp_path):
+    result = _cli("--cfg", "job", "model=densenet121", "optim.lr=3e-4", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "target_layer: features.norm5" in result.stdout and "lr: 0.0003" in result.stdout
+
+
+def test_cli_user_error_is_one_line_and_exit_code_2(tmp_path):
+    result = _cli("data=covid_radiography", f"data.root={tmp_path / 'missing'}",
+                  f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1].startswith("cxrcam.train: error: data.root=")
+    assert "Traceback" not in result.stderr
+
+
+def test_tiny_multirun_writes_the_comparison_table(tiny_synthetic, tmp_path):
+    result = _cli("-m", "model=simple_cnn,resnet50", f"hydra.sweep.dir={tmp_path / 'sweep'}",
+                  *tiny_train_overrides(tiny_synthetic, "trainer.epochs=1"), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    with open(tmp_path / "sweep" / "comparison.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["model"] for r in rows] == ["simple_cnn", "resnet50"]
+    assert all(0 <= float(r["test_accuracy"]) <= 1 and int(r["parameters"]) > 0 for r in rows)
+    table = (tmp_path / "sweep" / "comparison.md").read_text()
+    assert "| model |" in table and "| 0_simple_cnn | simple_cnn |" in table
+    assert (tmp_path / "sweep" / "1_resnet50" / "checkpoints" / "best.pt").is_file()
