@@ -116,6 +116,21 @@ def write_predictions(rows: list[dict], probs: np.ndarray, classes: list[str], p
             writer.writerow([row["path"], row["label"], classes[int(p.argmax())], *[f"{v:.6f}" for v in p]])
 
 
+def check_resumable(checkpoint: dict, cfg: dict) -> None:
+    """A resumed run must continue the same model, classes, input size and LR schedule."""
+    if "training" not in checkpoint:
+        raise CxrcamError(f"resume={cfg['resume']} holds no training state; resume from checkpoints/last.pt")
+    meta = checkpoint["meta"]
+    for key, value in (("model_name", cfg["model"]["name"]), ("class_names", list(cfg["data"]["classes"])),
+                       ("image_size", cfg["data"]["image_size"])):
+        if meta[key] != value:
+            raise CxrcamError(f"cannot resume: the checkpoint has {key}={meta[key]!r}, this run {value!r}")
+    planned, asked = meta["config"]["trainer"]["epochs"], cfg["trainer"]["epochs"]
+    if cfg["optim"]["scheduler"] != "none" and planned != asked:
+        raise CxrcamError(f"cannot resume with trainer.epochs={asked}: the {cfg['optim']['scheduler']} "
+                          f"schedule spans the checkpoint's trainer.epochs={planned}; pass that")
+
+
 def train(cfg: dict, run_dir: Path) -> dict:
     """Train, checkpoint and test one model; returns the test report (also in test_metrics.json)."""
     validate_train_config(cfg)
@@ -125,8 +140,8 @@ def train(cfg: dict, run_dir: Path) -> dict:
     device = select_device(trainer["device"])
     channels_last = trainer["channels_last"]
     resume = load_checkpoint(cfg["resume"]) if cfg["resume"] else None
-    if resume is not None and "training" not in resume:
-        raise CxrcamError(f"resume={cfg['resume']} holds no training state; resume from checkpoints/last.pt")
+    if resume is not None:
+        check_resumable(resume, cfg)
     checkpoint_dir = run_dir / "checkpoints"
     if (checkpoint_dir / "last.pt").exists():
         raise CxrcamError(f"{run_dir} already holds a trained run; set hydra.run.dir to a new folder "
@@ -161,14 +176,6 @@ def train(cfg: dict, run_dir: Path) -> dict:
     # resume
     start_epoch, best_f1, history = 1, -1.0, []
     if resume is not None:
-        for key in ("model_name", "class_names", "image_size"):
-            if resume["meta"][key] != meta[key]:
-                raise CxrcamError(f"cannot resume: the checkpoint has {key}={resume['meta'][key]!r}, "
-                                  f"this run {meta[key]!r}")
-        planned = resume["meta"]["config"]["trainer"]["epochs"]
-        if scheduler is not None and planned != trainer["epochs"]:
-            raise CxrcamError(f"cannot resume with trainer.epochs={trainer['epochs']}: the {optim['scheduler']} "
-                              f"schedule spans the checkpoint's trainer.epochs={planned}; pass that")
         state = resume["training"]
         model.load_state_dict(resume["state_dict"])
         optimizer.load_state_dict(state["optimizer"])
