@@ -35,5 +35,6 @@ def compose_train_config(*overrides: str) -> dict:
 
 def tiny_train_overrides(root: Path, *extra: str) -> list[str]:
     """Seconds-long real training on a dataset in the database layout: 32 px, 2 epochs, CPU."""
-    return ["data=covid_radiography", f"data.root={root}", "data.num_workers=0", "data.image_size=32", "data.batch_size=8", "data.val_fraction=0.2",
+    return ["data=covid_radiography", f"data.root={root}", "data.num_workers=0", "data.image_size=32",
+            "data.batch_size=8", "data.val_fraction=0.2",
             "data.test_fraction=0.2", "trainer.epochs=2", "trainer.device=cpu", "optim.lr=1e-3", *extra]

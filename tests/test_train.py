@@ -14,10 +14,11 @@ import pytest
 import torch
 from PIL import Image
 
+from cxrcam.data.dataset import build_transform
+from cxrcam.data.images import load_image
 from cxrcam.errors import CxrcamError
 from cxrcam.models import build_model
 from cxrcam.train import train
-from cxrcam.training.checkpoint import load_checkpoint
 
 from conftest import compose_train_config, tiny_train_overrides
 
@@ -73,8 +74,6 @@ def test_checkpoint_is_weights_only_and_carries_what_explain_needs(tiny_syntheti
     model.load_state_dict(payload["state_dict"])
     with open(tmp_path / "test_predictions.csv") as f:
         first = next(csv.DictReader(f))
-    from cxrcam.data.dataset import build_transform
-    from cxrcam.data.images import load_image
     x = build_transform(**meta["normalization"])(torch.from_numpy(load_image(first["path"], 32)).unsqueeze(0))
     with torch.no_grad():
         probs = model(x.unsqueeze(0)).softmax(1)[0]

@@ -112,7 +112,7 @@ def write_predictions(rows: list[dict], probs: np.ndarray, classes: list[str], p
     with open(path, "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["path", "label", "predicted", *[f"p_{c}" for c in classes]])
-        for row, p in zip(rows, probs):
+        for row, p in zip(rows, probs, strict=True):
             writer.writerow([row["path"], row["label"], classes[int(p.argmax())], *[f"{v:.6f}" for v in p]])
 
 

@@ -39,7 +39,7 @@ def stratified_split(items: list[tuple[Path, str]], val_fraction: float, test_fr
         order = np.random.default_rng([seed, zlib.crc32(label.encode())]).permutation(n)
         shuffled = [sorted(paths)[i] for i in order]
         assignment = ["test"] * n_test + ["val"] * n_val + ["train"] * (n - n_test - n_val)
-        rows.extend({"path": p, "label": label, "split": s} for p, s in zip(shuffled, assignment))
+        rows.extend({"path": p, "label": label, "split": s} for p, s in zip(shuffled, assignment, strict=True))
     return rows
 
 

@@ -14,7 +14,8 @@ from cxrcam.errors import CxrcamError
 from cxrcam.models.simple_cnn import SimpleCNN
 
 MODEL_NAMES = ("resnet50", "densenet121", "simple_cnn")
-_LEGACY_DENSENET_KEY = re.compile(r"^(.*denselayer\d+\.(?:norm|relu|conv))\.((?:[12])\.(?:weight|bias|running_mean|running_var|num_batches_tracked))$")
+_LEGACY_DENSENET_KEY = re.compile(
+    r"^(.*denselayer\d+\.(?:norm|relu|conv))\.((?:[12])\.(?:weight|bias|running_mean|running_var|num_batches_tracked))$")
 _IMAGENET_WEIGHTS = {"resnet50": tvm.ResNet50_Weights.IMAGENET1K_V2,
                      "densenet121": tvm.DenseNet121_Weights.IMAGENET1K_V1}
 
