@@ -18,7 +18,8 @@ from cxrcam.data.dataset import build_transform
 from cxrcam.data.images import load_image
 from cxrcam.errors import CxrcamError
 from cxrcam.models import build_model
-from cxrcam.train import train
+from cxrcam.train import class_weights, train
+from cxrcam.training.metrics import classification_report
 
 from conftest import compose_train_config, tiny_train_overrides
 
@@ -189,3 +190,21 @@ def test_tiny_multirun_writes_the_comparison_table(tiny_synthetic, tmp_path):
     table = (tmp_path / "sweep" / "comparison.md").read_text()
     assert "| model |" in table and "| 0_simple_cnn | simple_cnn |" in table
     assert (tmp_path / "sweep" / "1_resnet50" / "checkpoints" / "best.pt").is_file()
+
+
+def test_class_weights_are_inverse_frequency_over_the_train_split():
+    rows = ([{"label": "Normal", "split": "train"}] * 30 + [{"label": "COVID", "split": "train"}] * 10
+            + [{"label": "COVID", "split": "test"}] * 50)
+    assert class_weights(rows, ["COVID", "Normal"]).tolist() == pytest.approx([2.0, 2 / 3])
+
+
+def test_report_keeps_accuracy_next_to_balanced_accuracy():
+    """90 Normal, 10 COVID, a model that always says Normal: 0.9 accuracy, 0.5 balanced accuracy."""
+    y_true = np.array([1] * 90 + [0] * 10)
+    probs = np.tile([0.2, 0.8], (100, 1))
+    probs[:5] = [0.3, 0.7]  # some ranking signal for AUROC, same decisions
+    report = classification_report(y_true, probs, ["COVID", "Normal"])
+    assert report["accuracy"] == pytest.approx(0.9) and report["balanced_accuracy"] == pytest.approx(0.5)
+    assert report["per_class"]["COVID"] == {"precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 10}
+    assert report["confusion_matrix"] == [[0, 10], [0, 90]]
+    assert 0 <= report["macro_auroc"] <= 1

@@ -42,6 +42,14 @@ METRICS_FIELDS = ("epoch", "train_loss", "val_loss", "val_accuracy", "val_balanc
                   "val_macro_f1", "lr", "epoch_s", "wall_s")
 
 
+def split_counts(rows: list[dict], classes: list[str]) -> dict[str, dict[str, int]]:
+    """{split: {class: number of images}}."""
+    counts = {split: dict.fromkeys(classes, 0) for split in ("train", "val", "test")}
+    for row in rows:
+        counts[row["split"]][row["label"]] += 1
+    return counts
+
+
 def make_split(data: dict, seed: int, run_dir: Path, resume_meta: dict | None) -> list[dict]:
     """The split of this run, written to ``<run_dir>/split.csv``; a resumed run must reuse its own."""
     classes = list(data["classes"])
@@ -56,8 +64,7 @@ def make_split(data: dict, seed: int, run_dir: Path, resume_meta: dict | None) -
     if resume_meta is not None and file_sha256(run_dir / "split.csv") != resume_meta["split"]["sha256"]:
         raise CxrcamError("the split differs from the one the resumed checkpoint was trained on; "
                           "drop data.split_file or pass the run's own split.csv")
-    for split in ("train", "val", "test"):
-        counts = {c: sum(r["split"] == split and r["label"] == c for r in rows) for c in classes}
+    for split, counts in split_counts(rows, classes).items():
         missing = [c for c, n in counts.items() if n == 0]
         if missing:
             raise CxrcamError(f"the {split} split has no image of class(es) {missing}; "
@@ -83,8 +90,8 @@ def make_loader(rows: list[dict], split: str, classes: list[str], data: dict, au
 
 
 def class_weights(rows: list[dict], classes: list[str]) -> torch.Tensor:
-    """Inverse-frequency weights, normalised so a balanced set gets weight 1 per class."""
-    counts = np.array([sum(r["split"] == "train" and r["label"] == c for r in rows) for c in classes])
+    """Inverse-frequency weights over the train split, normalised so a balanced set gets 1 per class."""
+    counts = np.array(list(split_counts(rows, classes)["train"].values()))
     return torch.tensor(counts.sum() / (len(classes) * counts), dtype=torch.float32)
 
 

@@ -62,11 +62,3 @@ def discover_images(root: str | Path, classes: list[str]) -> list[tuple[Path, st
         items.extend((p.resolve(), label) for p in paths)
     return items
 
-
-def sibling_mask_path(image_path: str | Path, folder: str = "masks") -> Path | None:
-    """The mask that belongs to an image in the database layout, if there is one."""
-    image_path = Path(image_path)
-    if image_path.parent.name != IMAGES_FOLDER:
-        return None
-    candidate = image_path.parent.parent / folder / image_path.name
-    return candidate if candidate.is_file() else None

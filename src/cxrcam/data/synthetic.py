@@ -20,7 +20,7 @@ import multiprocessing
 import os
 import shutil
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -45,7 +45,7 @@ class Phantom:
     image: np.ndarray  # float32 in [0, 1], air dark, bone and tissue bright
     lungs: np.ndarray  # bool
     lesion: np.ndarray  # bool, all False for Normal
-    info: dict = field(default_factory=dict)
+    info: dict  # side, zone, n_lesions, amplitude, exposure; a row of metadata.csv
 
 
 @dataclass
@@ -162,7 +162,7 @@ def _anatomy(rng: np.random.Generator, size: int) -> _Anatomy:
     return _Anatomy(density, lungs, lung_soft, x, y)
 
 
-def _covid(rng: np.random.Generator, a: _Anatomy, size: int) -> tuple[np.ndarray, dict]:
+def _covid(rng: np.random.Generator, a: _Anatomy, size: int) -> tuple[np.ndarray, np.ndarray, dict]:
     """Hazy ground-glass opacities, bilateral, peripheral and lower zones."""
     field_ = np.zeros_like(a.density)
     n_per_lung = [rng.integers(2, 5), rng.integers(2, 5)]
@@ -180,11 +180,11 @@ def _covid(rng: np.random.Generator, a: _Anatomy, size: int) -> tuple[np.ndarray
     lung_any = a.lungs[0] | a.lungs[1]
     opacity = amplitude * np.clip(field_, 0, 1) * np.clip(texture, 0, None) * a.lung_soft
     lesion = (field_ > 0.35) & lung_any
-    return opacity, dict(side="bilateral", zone="lower-peripheral", n_lesions=int(sum(n_per_lung)),
-                         amplitude=amplitude, lesion=lesion)
+    return opacity, lesion, dict(side="bilateral", zone="lower-peripheral", n_lesions=int(sum(n_per_lung)),
+                                 amplitude=amplitude)
 
 
-def _viral_pneumonia(rng: np.random.Generator, a: _Anatomy, size: int) -> tuple[np.ndarray, dict]:
+def _viral_pneumonia(rng: np.random.Generator, a: _Anatomy, size: int) -> tuple[np.ndarray, np.ndarray, dict]:
     """Diffuse net-like (reticular) haze in both lungs, heavier in the upper zones."""
     px = size / 256
     white = rng.standard_normal((size, size))
@@ -199,11 +199,10 @@ def _viral_pneumonia(rng: np.random.Generator, a: _Anatomy, size: int) -> tuple[
     amplitude = rng.uniform(0.28, 0.36)
     opacity = amplitude * envelope * (0.7 * net + 0.3 * haze)
     lesion = (envelope > 0.5) & (a.lungs[0] | a.lungs[1])
-    return opacity, dict(side="bilateral", zone="upper-diffuse", n_lesions=2,
-                         amplitude=amplitude, lesion=lesion)
+    return opacity, lesion, dict(side="bilateral", zone="upper-diffuse", n_lesions=2, amplitude=amplitude)
 
 
-def _lung_opacity(rng: np.random.Generator, a: _Anatomy, size: int) -> tuple[np.ndarray, dict]:
+def _lung_opacity(rng: np.random.Generator, a: _Anatomy, size: int) -> tuple[np.ndarray, np.ndarray, dict]:
     """A dense, sharp-edged patch in one lung."""
     side = int(rng.integers(2))
     lung = a.lungs[side]
@@ -220,8 +219,7 @@ def _lung_opacity(rng: np.random.Generator, a: _Anatomy, size: int) -> tuple[np.
     edge = gaussian_filter(lesion.astype(np.float32), 0.5 * size / 256)
     opacity = amplitude * edge * (0.9 + 0.1 * _smooth_noise(rng, size, size / 64))
     zone = ("upper", "middle", "lower")[min(2, int(height[r, c] * 3))]
-    return opacity, dict(side=("right", "left")[side], zone=zone, n_lesions=1,
-                         amplitude=amplitude, lesion=lesion)
+    return opacity, lesion, dict(side=("right", "left")[side], zone=zone, n_lesions=1, amplitude=amplitude)
 
 
 _FINDINGS = {"COVID": _covid, "Viral Pneumonia": _viral_pneumonia, "Lung_Opacity": _lung_opacity}
@@ -231,12 +229,11 @@ def render_phantom(label: str, rng: np.random.Generator, size: int = 256) -> Pha
     if label not in CLASSES:
         raise CxrcamError(f"synthetic phantoms exist for {list(CLASSES)}, not {label!r}")
     a = _anatomy(rng, size)
-    info = dict(side="none", zone="none", n_lesions=0, amplitude=0.0)
-    lesion = np.zeros((size, size), bool)
     density = a.density
+    lesion = np.zeros((size, size), bool)
+    info = dict(side="none", zone="none", n_lesions=0, amplitude=0.0)
     if label in _FINDINGS:
-        opacity, info = _FINDINGS[label](rng, a, size)
-        lesion = info.pop("lesion")
+        opacity, lesion, info = _FINDINGS[label](rng, a, size)
         density = density + opacity
 
     # exposure and contrast vary per image so that global intensity does not give the class away
