@@ -123,6 +123,7 @@ def test_split_file_override_trains_on_the_same_images(tiny_synthetic, tmp_path)
     ("data.batch_size=0", "data.batch_size=0"),
     ("trainer.class_balance=magic", "trainer.class_balance='magic'"),
     ("data.classes=[COVID]", "at least two"),
+    ("trainer.device=gpu0", "trainer.device='gpu0' is not a torch device"),
 ])
 def test_bad_config_stops_before_any_work(tiny_synthetic, tmp_path, override, message):
     with pytest.raises(CxrcamError, match=message.replace("[", r"\[")):

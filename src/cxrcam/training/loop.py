@@ -15,10 +15,19 @@ from cxrcam.errors import CxrcamError
 
 def select_device(name: str) -> torch.device:
     if name != "auto":
-        return torch.device(name)
+        try:
+            device = torch.device(name)
+        except RuntimeError:
+            raise CxrcamError(f"trainer.device={name!r} is not a torch device; "
+                              "use auto, cpu, cuda, cuda:N or mps") from None
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise CxrcamError(f"trainer.device={name!r} but no CUDA GPU is available here; use trainer.device=auto")
+        if device.type == "mps" and not torch.backends.mps.is_available():
+            raise CxrcamError(f"trainer.device={name!r} but MPS is not available here; use trainer.device=auto")
+        return device
     if torch.cuda.is_available():
         return torch.device("cuda")
-    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+    if torch.backends.mps.is_available():
         return torch.device("mps")
     return torch.device("cpu")
 
