@@ -1,0 +1,59 @@
+"""Grad-CAM at about the cost of one forward pass.
+
+Grad-CAM needs only d(class score)/d(A) at the target layer's output A. pytorch-grad-cam's GradCAM
+backpropagates through the whole network to get it (about 3x a forward pass on ResNet50). Here the
+input and the parameters do not require grad, so the forward up to A records no graph; a forward
+hook hands the rest of the network a copy of A that does, and the backward runs through the head
+only (ResNet50: pooling and the linear layer). The maps equal pytorch-grad-cam's GradCAM, scaled the
+same way (see tests and scripts/bench_explain.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from pytorch_grad_cam.utils.image import scale_cam_image
+from torch import nn
+
+
+class FastGradCAM:
+    """Grad-CAM for a batch, one target class per image, at input resolution, scaled to [0, 1]."""
+
+    def __init__(self, model: nn.Module, target_layer: nn.Module):
+        self.model, self.target_layer = model, target_layer
+
+    def __call__(self, images: torch.Tensor, targets: Sequence[int]) -> tuple[np.ndarray, torch.Tensor]:
+        """(CAMs of shape (N, H, W), logits of shape (N, classes)) for images of shape (N, C, H, W)."""
+        if len(targets) != len(images):
+            raise ValueError(f"one target class per image: {len(images)} images, {len(targets)} targets")
+        captured = {}
+
+        def hand_over(module, inputs, output):
+            captured["activation"] = output.detach().requires_grad_(True)
+            return captured["activation"].clone()  # later in-place ops must not touch the leaf
+
+        frozen = [p for p in self.model.parameters() if p.requires_grad]
+        was_training = self.model.training
+        handle = self.target_layer.register_forward_hook(hand_over)
+        try:
+            for p in frozen:
+                p.requires_grad_(False)
+            self.model.eval()
+            # CAMs in float32 even where training used autocast; gradients on even under no_grad()
+            with torch.enable_grad(), torch.autocast(images.device.type, enabled=False):
+                logits = self.model(images)
+                activation = captured["activation"]
+                index = torch.as_tensor(list(targets), device=logits.device).view(-1, 1)
+                (grads,) = torch.autograd.grad(logits.gather(1, index).sum(), activation)
+        finally:
+            handle.remove()
+            for p in frozen:
+                p.requires_grad_(True)
+            self.model.train(was_training)
+        weights = grads.mean(dim=(2, 3), keepdim=True)
+        cams = (weights * activation.detach()).sum(dim=1).clamp_min(0).float().cpu().numpy()
+        size = (images.shape[-1], images.shape[-2])
+        # pytorch-grad-cam scales per layer (min-max, resize) and again after aggregating layers
+        return scale_cam_image(scale_cam_image(cams, size)), logits.detach()
