@@ -1,4 +1,5 @@
-# make demo: train ResNet50, DenseNet121 and SimpleCNN on the synthetic phantoms and compare them
+# make demo: train ResNet50, DenseNet121 and SimpleCNN on the synthetic phantoms, compare their
+#            metrics and their Grad-CAMs on test images
 # make test: the test suite (what CI runs)
 # Both create .venv with pip on first use.
 PYTHON ?= python3
@@ -15,7 +16,8 @@ $(VENV)/.installed: pyproject.toml
 
 demo: $(VENV)/.installed
 	$(PY) -m cxrcam.train -m experiment=demo model=resnet50,densenet121,simple_cnn hydra.sweep.dir=$(DEMO_DIR)
-	@echo "demo outputs: $(DEMO_DIR) (model comparison: $(DEMO_DIR)/comparison.md)"
+	$(PY) -m cxrcam.explain sweep=$(DEMO_DIR) split=test per_class=2 hydra.run.dir=$(DEMO_DIR)/explain
+	@echo "demo outputs: $(DEMO_DIR) (metrics: comparison.md, Grad-CAM: explain/comparison.png)"
 
 test: $(VENV)/.installed
 	$(PY) -m pytest -q

@@ -57,6 +57,17 @@ def test_each_image_is_explained_for_its_own_target(images):
         cam(images, [0])
 
 
+def test_all_classes_from_one_forward_equal_one_call_per_class(images):
+    torch.manual_seed(3)
+    model = build_model("resnet50", 4, 64).eval()
+    cam = FastGradCAM(model, get_layer(model, "layer4.2"))
+    maps, logits = cam.per_class(images)
+    assert maps.shape == (3, 4, 64, 64)
+    for k in range(4):
+        single, single_logits = cam(images, [k] * 3)
+        assert np.abs(maps[:, k] - single).max() < 1e-5 and torch.allclose(logits, single_logits)
+
+
 def test_model_state_is_restored_and_hooks_released(images):
     model = build_model("resnet50", 2, 64).train()
     layer = get_layer(model, "layer4.2")

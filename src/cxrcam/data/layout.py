@@ -36,7 +36,7 @@ def find_dataset_dir(root: str | Path, classes: list[str]) -> Path:
                       f"found folders: {_subfolders(root)}. Set data.root or data.classes to match")
 
 
-def _images_under(folder: Path) -> list[Path]:
+def images_under(folder: Path) -> list[Path]:
     return sorted(p for p in folder.rglob("*")
                   if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file()
                   and not p.name.startswith(".")
@@ -55,7 +55,7 @@ def discover_images(root: str | Path, classes: list[str]) -> list[tuple[Path, st
     for label in classes:
         class_dir = dataset_dir / label
         image_dir = class_dir / IMAGES_FOLDER if (class_dir / IMAGES_FOLDER).is_dir() else class_dir
-        paths = _images_under(image_dir)
+        paths = images_under(image_dir)
         if not paths:
             raise CxrcamError(f"class folder {class_dir} has no images "
                               f"({', '.join(sorted(IMAGE_EXTENSIONS))}); found folders: {found}")

@@ -11,6 +11,7 @@ same way (see tests and scripts/bench_explain.py).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import contextmanager
 
 import numpy as np
 import torch
@@ -19,15 +20,34 @@ from torch import nn
 
 
 class FastGradCAM:
-    """Grad-CAM for a batch, one target class per image, at input resolution, scaled to [0, 1]."""
+    """Grad-CAM for a batch at input resolution, scaled to [0, 1] as pytorch-grad-cam does."""
 
     def __init__(self, model: nn.Module, target_layer: nn.Module):
         self.model, self.target_layer = model, target_layer
 
     def __call__(self, images: torch.Tensor, targets: Sequence[int]) -> tuple[np.ndarray, torch.Tensor]:
-        """(CAMs of shape (N, H, W), logits of shape (N, classes)) for images of shape (N, C, H, W)."""
+        """(CAMs (N, H, W), logits (N, classes)) for images (N, C, H, W), one target class per image."""
         if len(targets) != len(images):
             raise ValueError(f"one target class per image: {len(images)} images, {len(targets)} targets")
+        index = torch.as_tensor(list(targets)).view(-1, 1)
+        with self._head_graph(images) as (logits, activation):
+            (grads,) = torch.autograd.grad(logits.gather(1, index.to(logits.device)).sum(), activation)
+        return self._scaled(activation, grads, images), logits.detach()
+
+    def per_class(self, images: torch.Tensor) -> tuple[np.ndarray, torch.Tensor]:
+        """(CAMs (N, classes, H, W), logits): one forward pass, then one head-only backward per class."""
+        with self._head_graph(images) as (logits, activation):
+            maps = []
+            for k in range(logits.shape[1]):
+                (grads,) = torch.autograd.grad(logits[:, k].sum(), activation, retain_graph=True)
+                maps.append(self._scaled(activation, grads, images))
+        return np.stack(maps, axis=1), logits.detach()
+
+    @contextmanager
+    def _head_graph(self, images: torch.Tensor):
+        """Yields (logits, activation) with autograd recording only what follows the target layer;
+        ``activation`` is the leaf to differentiate against. Parameters' requires_grad, the
+        train/eval mode and the hook are restored on exit, whatever happens."""
         captured = {}
 
         def hand_over(module, inputs, output):
@@ -44,16 +64,18 @@ class FastGradCAM:
             # CAMs in float32 even where training used autocast; gradients on even under no_grad()
             with torch.enable_grad(), torch.autocast(images.device.type, enabled=False):
                 logits = self.model(images)
-                activation = captured["activation"]
-                index = torch.as_tensor(list(targets), device=logits.device).view(-1, 1)
-                (grads,) = torch.autograd.grad(logits.gather(1, index).sum(), activation)
+                yield logits, captured["activation"]
         finally:
             handle.remove()
             for p in frozen:
                 p.requires_grad_(True)
             self.model.train(was_training)
+
+    @staticmethod
+    def _scaled(activation: torch.Tensor, grads: torch.Tensor, images: torch.Tensor) -> np.ndarray:
         weights = grads.mean(dim=(2, 3), keepdim=True)
         cams = (weights * activation.detach()).sum(dim=1).clamp_min(0).float().cpu().numpy()
         size = (images.shape[-1], images.shape[-2])
         # pytorch-grad-cam scales per layer (min-max, resize) and again after aggregating layers
-        return scale_cam_image(scale_cam_image(cams, size)), logits.detach()
+        return scale_cam_image(scale_cam_image(cams, size))
+

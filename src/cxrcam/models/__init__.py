@@ -79,6 +79,16 @@ def build_model(name: str, num_classes: int, image_size: int, dropout: float = 0
     return model
 
 
+def model_from_checkpoint(payload: dict) -> nn.Module:
+    """The trained model of a cxrcam checkpoint, in eval mode, from its metadata and weights alone."""
+    meta = payload["meta"]
+    options = meta["config"]["model"]
+    model = build_model(meta["model_name"], len(meta["class_names"]), meta["image_size"],
+                        dropout=options["dropout"], pooled_size=options.get("pooled_size"))
+    model.load_state_dict(payload["state_dict"])
+    return model.eval()
+
+
 def get_layer(model: nn.Module, dotted_name: str) -> nn.Module:
     """The submodule a config names, e.g. ``layer4.2`` or ``features.norm5``."""
     try:

@@ -1,0 +1,206 @@
+"""``python -m cxrcam.explain``: Grad-CAM overlays, per-class panels and model comparisons for
+checkpoints written by ``cxrcam.train``.
+
+    python -m cxrcam.explain ckpt=RUN/checkpoints/best.pt image=some.png
+    python -m cxrcam.explain ckpt=RUN/checkpoints/best.pt image=folder/        # recursive
+    python -m cxrcam.explain ckpt=RUN/checkpoints/best.pt split=test per_class=2
+    python -m cxrcam.explain sweep=MULTIRUN_DIR split=test per_class=2         # + comparison.png
+    python -m cxrcam.explain ckpt=[a.pt,b.pt] image=folder/
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import sys
+from pathlib import Path
+
+import hydra
+import numpy as np
+import torch
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
+from PIL import Image
+from tqdm import tqdm
+
+from cxrcam.config import config_dir
+from cxrcam.data.dataset import build_transform
+from cxrcam.data.images import load_image, to_grayscale_uint8
+from cxrcam.data.layout import images_under
+from cxrcam.data.split import read_split
+from cxrcam.errors import CxrcamError
+from cxrcam.explanation.methods import make_cam
+from cxrcam.models import get_layer, model_from_checkpoint
+from cxrcam.reporting.overlays import plot_class_panel, plot_model_comparison, resize_cam, save_overlay
+from cxrcam.training.checkpoint import load_checkpoint
+from cxrcam.training.loop import select_device
+
+log = logging.getLogger("cxrcam.explain")
+TARGETS = ("predicted", "true", "all")
+
+
+def checkpoint_paths(ckpt, sweep) -> list[Path]:
+    if sweep:
+        paths = sorted(Path(sweep).glob("*/checkpoints/best.pt"))
+        if not paths:
+            raise CxrcamError(f"sweep={sweep} holds no <job>/checkpoints/best.pt; pass a multirun dir of cxrcam.train")
+        return paths
+    if not ckpt:
+        raise CxrcamError("say which model to explain: ckpt=<run>/checkpoints/best.pt, ckpt=[a,b] or sweep=<dir>")
+    return [Path(p) for p in (ckpt if isinstance(ckpt, list) else [ckpt])]
+
+
+def select_samples(cfg: dict, meta: dict) -> list[tuple[str, str | None]]:
+    """(path, true label or None): the given file or folder, or per_class images of the test split."""
+    if cfg["image"]:
+        image = Path(cfg["image"])
+        if image.is_dir():
+            return [(str(p), None) for p in images_under(image)]
+        if image.is_file():
+            return [(str(image), None)]
+        raise CxrcamError(f"image={image} does not exist; pass an image file or a folder")
+    if cfg["split"]:
+        rows = [r for r in read_split(meta["split"]["path"], meta["class_names"]) if r["split"] == cfg["split"]]
+        rng = np.random.default_rng(0)  # the same images on every call and for every model
+        chosen = []
+        for label in meta["class_names"]:
+            paths = sorted(r["path"] for r in rows if r["label"] == label)
+            picked = rng.choice(len(paths), size=min(cfg["per_class"], len(paths)), replace=False)
+            chosen += [(paths[i], label) for i in sorted(picked)]
+        return chosen
+    raise CxrcamError("say what to explain: image=<file or folder> or split=test [per_class=N]")
+
+
+def cam_targets(target: str, class_names: list[str], predicted: int, true: str | None) -> list[int]:
+    """The classes whose overlay is written for one image."""
+    if target == "predicted":
+        return [predicted]
+    if target == "all":
+        return list(range(len(class_names)))
+    if target == "true":
+        return [class_names.index(true)] if true in class_names else [predicted]
+    return [class_names.index(target)]
+
+
+def explain_checkpoint(payload: dict, samples: list[tuple[str, str | None]], cam_cfg: dict, batch_size: int,
+                       device: torch.device, out_dir: Path) -> tuple[list[dict], list[str]]:
+    """Overlays, panels, predictions.csv and cams.npz for one model; returns per-sample results
+    (for the comparison figure) and the files that could not be read."""
+    meta = payload["meta"]
+    classes, size = meta["class_names"], meta["image_size"]
+    if cam_cfg["target"] not in (*TARGETS, *classes):
+        raise CxrcamError(f"cam.target={cam_cfg['target']!r} is not one of {[*TARGETS, *classes]}")
+    model = model_from_checkpoint(payload).to(device)
+    layer_name = cam_cfg["layer"] or meta["target_layer"]
+    cam = make_cam(cam_cfg["method"], model, get_layer(model, layer_name), cam_cfg["aug_smooth"],
+                   cam_cfg["eigen_smooth"])
+    transform = build_transform(**meta["normalization"])
+    for folder in ("overlays", "panels"):
+        (out_dir / folder).mkdir(parents=True, exist_ok=True)
+
+    readable, failures, grays = [], [], []
+    for path, label in samples:
+        try:
+            grays.append(load_image(path, size))
+            readable.append((path, label))
+        except CxrcamError as exc:
+            log.error("%s", exc)
+            failures.append(path)
+    results, all_cams = [], []
+    for start in tqdm(range(0, len(readable), batch_size), desc=f"explaining {meta['model_name']}", unit="batch"):
+        batch = grays[start:start + batch_size]
+        images = torch.stack([transform(torch.from_numpy(g)[None]) for g in batch]).to(device)
+        cams, logits = cam.per_class(images)  # (batch, classes, size, size)
+        probs = logits.float().softmax(1).cpu().numpy()
+        all_cams.append(cams)
+        for offset, (gray, p, c) in enumerate(zip(batch, probs, cams, strict=True)):
+            index = start + offset
+            path, label = readable[index]
+            predicted = int(p.argmax())
+            stem = f"{index:04d}_{Path(path).stem}"
+            title = f"{Path(path).name}: true {label or '?'}, predicted {classes[predicted]} ({meta['model_name']})"
+            plot_class_panel(gray, c, p, classes, out_dir / "panels" / f"{stem}.png", title,
+                             cam_cfg["colormap"], cam_cfg["alpha"])
+            for k in cam_targets(cam_cfg["target"], classes, predicted, label):
+                write_overlay(path, gray, c[k], out_dir / "overlays" / f"{stem}_{classes[k]}.png", cam_cfg)
+            results.append({"path": path, "label": label, "gray": gray, "cam": c[predicted],
+                            "predicted": classes[predicted], "probability": float(p[predicted]), "probs": p})
+    write_predictions(results, classes, out_dir / "predictions.csv")
+    if all_cams:
+        np.savez_compressed(out_dir / "cams.npz", cams=np.concatenate(all_cams).astype(np.float16),
+                            paths=np.array([r["path"] for r in results]),
+                            labels=np.array([r["label"] or "" for r in results]),
+                            predicted=np.array([classes.index(r["predicted"]) for r in results]),
+                            class_names=np.array(classes), method=cam_cfg["method"], layer=layer_name)
+    return results, failures
+
+
+def write_overlay(path: str, gray: np.ndarray, cam: np.ndarray, out: Path, cam_cfg: dict) -> None:
+    """At model resolution, or over the original image with the map stretched back to its size."""
+    if cam_cfg["overlay_size"] == "original":
+        with Image.open(path) as image:
+            gray = np.asarray(to_grayscale_uint8(image))
+        cam = resize_cam(cam, *gray.shape)
+    save_overlay(gray, cam, out, cam_cfg["colormap"], cam_cfg["alpha"])
+
+
+def write_predictions(results: list[dict], classes: list[str], path: Path) -> None:
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["path", "label", "predicted", *[f"p_{c}" for c in classes]])
+        for r in results:
+            writer.writerow([r["path"], r["label"] or "", r["predicted"], *[f"{v:.6f}" for v in r["probs"]]])
+
+
+def comparison_rows(per_model: list[list[dict]], n_rows: int = 8) -> list[dict]:
+    """One row per true class (its first sample) when labels are known, else the first images."""
+    first = per_model[0]
+    labelled = [i for i, r in enumerate(first) if r["label"]]
+    seen, picked = set(), []
+    for i in labelled:
+        if first[i]["label"] not in seen:
+            seen.add(first[i]["label"])
+            picked.append(i)
+    picked = picked or list(range(min(n_rows, len(first))))
+    return [{"label": f"{first[i]['label'] or Path(first[i]['path']).name}",
+             "gray": [results[i]["gray"] for results in per_model],
+             "cells": [results[i] for results in per_model]} for i in picked]
+
+
+def explain(cfg: dict, run_dir: Path) -> list[str]:
+    """Explain every checkpoint; returns the files that could not be read."""
+    if cfg["cam"]["overlay_size"] not in ("model", "original"):
+        raise CxrcamError(f"cam.overlay_size={cfg['cam']['overlay_size']!r} is not one of ['model', 'original']")
+    paths = checkpoint_paths(cfg["ckpt"], cfg["sweep"])
+    payloads = [load_checkpoint(p) for p in paths]
+    samples = select_samples(cfg, payloads[0]["meta"])
+    device = select_device(cfg["device"])
+    names = [p["meta"]["model_name"] for p in payloads]
+    per_model, failures = [], []
+    for i, payload in enumerate(payloads):
+        out_dir = run_dir if len(payloads) == 1 else run_dir / f"{i}_{names[i]}"
+        results, failed = explain_checkpoint(payload, samples, cfg["cam"], cfg["batch_size"], device, out_dir)
+        per_model.append(results)
+        failures = failures or failed  # the same files fail for every model
+    if len(payloads) > 1 and per_model[0]:
+        plot_model_comparison(comparison_rows(per_model), names, run_dir / "comparison.png",
+                              cfg["cam"]["colormap"], cfg["cam"]["alpha"])
+        log.info("model comparison: %s", run_dir / "comparison.png")
+    log.info("explained %d image(s) with %d model(s) into %s", len(per_model[0]), len(payloads), run_dir)
+    return failures
+
+
+@hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="explain")
+def main(cfg: DictConfig) -> None:
+    try:
+        failures = explain(OmegaConf.to_container(cfg, resolve=True), Path(HydraConfig.get().runtime.output_dir))
+    except CxrcamError as exc:
+        print(f"cxrcam.explain: error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    if failures:
+        print(f"cxrcam.explain: {len(failures)} file(s) could not be read: {', '.join(failures)}", file=sys.stderr)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

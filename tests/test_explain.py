@@ -1,0 +1,125 @@
+"""python -m cxrcam.explain on tiny checkpoints trained here (seconds each)."""
+
+from __future__ import annotations
+
+import csv
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+from PIL import Image
+
+from cxrcam.config import config_dir
+from cxrcam.errors import CxrcamError
+from cxrcam.explain import explain
+from cxrcam.reporting.overlays import overlay_rgb, resize_cam
+from cxrcam.train import train
+
+from conftest import TINY_CLASSES, compose_train_config, tiny_train_overrides
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tiny_synthetic, tmp_path_factory) -> list[Path]:
+    """best.pt of a SimpleCNN and a ResNet50, 1 epoch at 32 px."""
+    paths = []
+    for name in ("simple_cnn", "resnet50"):
+        run_dir = tmp_path_factory.mktemp(name)
+        train(compose_train_config(*tiny_train_overrides(tiny_synthetic, f"model={name}", "trainer.epochs=1")),
+              run_dir)
+        paths.append(run_dir / "checkpoints" / "best.pt")
+    return paths
+
+
+def compose_explain_config(*overrides: str) -> dict:
+    with initialize_config_dir(version_base="1.3", config_dir=str(config_dir())):
+        return OmegaConf.to_container(compose("explain", overrides=list(overrides)), resolve=True)
+
+
+def test_test_split_gives_overlays_panels_predictions_and_raw_cams(checkpoints, tmp_path):
+    failures = explain(compose_explain_config(f"ckpt={checkpoints[0]}", "split=test", "per_class=1",
+                                              "device=cpu"), tmp_path)
+    assert failures == []
+    with open(tmp_path / "predictions.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert sorted(r["label"] for r in rows) == sorted(TINY_CLASSES)
+    assert all(abs(sum(float(r[f"p_{c}"]) for c in TINY_CLASSES) - 1) < 1e-4 for r in rows)
+    assert len(list((tmp_path / "overlays").glob("*.png"))) == 4  # predicted class only
+    assert len(list((tmp_path / "panels").glob("*.png"))) == 4
+    saved = np.load(tmp_path / "cams.npz")
+    assert saved["cams"].shape == (4, 4, 32, 32) and saved["cams"].dtype == np.float16
+    assert 0 <= saved["cams"].min() and saved["cams"].max() <= 1
+    assert list(saved["paths"]) == [r["path"] for r in rows] and str(saved["layer"]) == "features.3"
+    assert list(saved["labels"]) == [r["label"] for r in rows] and list(saved["class_names"]) == TINY_CLASSES
+
+
+def test_cam_target_and_method_options(checkpoints, tmp_path):
+    base = (f"ckpt={checkpoints[0]}", "split=test", "per_class=1", "device=cpu")
+    explain(compose_explain_config(*base, "cam.target=all"), tmp_path / "all")
+    assert len(list((tmp_path / "all" / "overlays").glob("*.png"))) == 16
+    explain(compose_explain_config(*base, "cam.target=Normal", "cam.method=gradcam++"), tmp_path / "normal")
+    assert all(p.stem.endswith("_Normal") for p in (tmp_path / "normal" / "overlays").glob("*.png"))
+    explain(compose_explain_config(*base, "cam.layer=features.2", "cam.eigen_smooth=true"), tmp_path / "layer")
+    saved = np.load(tmp_path / "layer" / "cams.npz")
+    assert str(saved["layer"]) == "features.2" and saved["cams"].shape == (4, 4, 32, 32)
+    with pytest.raises(CxrcamError, match="layer 'features.9' does not exist"):
+        explain(compose_explain_config(*base, "cam.layer=features.9"), tmp_path / "nolayer")
+    with pytest.raises(CxrcamError, match="cam.target='Cat'"):
+        explain(compose_explain_config(*base, "cam.target=Cat"), tmp_path / "cat")
+    with pytest.raises(CxrcamError, match="cam.method='magic'"):
+        explain(compose_explain_config(*base, "cam.method=magic"), tmp_path / "magic")
+
+
+def test_two_checkpoints_give_a_comparison_figure(checkpoints, tmp_path):
+    explain(compose_explain_config(f"ckpt=[{checkpoints[0]},{checkpoints[1]}]", "split=test", "per_class=1",
+                                   "device=cpu"), tmp_path)
+    assert (tmp_path / "0_simple_cnn" / "cams.npz").is_file() and (tmp_path / "1_resnet50" / "cams.npz").is_file()
+    width, height = Image.open(tmp_path / "comparison.png").size
+    assert height > width  # four rows (one per true class), two columns
+
+
+def test_folder_with_a_corrupt_file_explains_the_rest_and_fails(checkpoints, tmp_path):
+    folder = tmp_path / "in"
+    (folder / "nested").mkdir(parents=True)
+    gray = (np.random.default_rng(0).random((70, 50)) * 255).astype(np.uint8)
+    Image.fromarray(gray).save(folder / "a.png")
+    Image.fromarray(gray).save(folder / "nested" / "b.jpg")
+    Image.fromarray(gray).convert("RGBA").save(folder / "c.png")
+    (folder / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 20)
+    (folder / "notes.txt").write_text("not an image")
+    result = subprocess.run([sys.executable, "-m", "cxrcam.explain", f"ckpt={checkpoints[0]}", f"image={folder}",
+                             "cam.overlay_size=original", "device=cpu", f"hydra.run.dir={tmp_path / 'out'}"],
+                            cwd=tmp_path, capture_output=True, text=True, timeout=120,
+                            env={**os.environ, "HYDRA_FULL_ERROR": "0"})
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"cxrcam.explain: 1 file(s) could not be read: {folder / 'broken.png'}")
+    overlays = sorted((tmp_path / "out" / "overlays").glob("*.png"))
+    assert len(overlays) == 3
+    assert {Image.open(p).size for p in overlays} == {(50, 70)}  # over the original, not the 32 px input
+
+
+def test_overlay_heat_sits_where_the_cam_is_high():
+    gray = np.full((40, 60), 100, np.uint8)
+    cam = np.zeros((40, 60), np.float32)
+    cam[:10, :15] = 1  # top-left corner
+    rgb = overlay_rgb(gray, cam, "jet", 0.5).astype(int)
+    assert rgb[:10, :15, 0].mean() > rgb[20:, 30:, 0].mean() + 60  # red where the map is hot
+    square = np.zeros((32, 32), np.float32)
+    square[:8, :8] = 1  # the model saw a 32 px square; the original is 40 x 60
+    stretched = resize_cam(square, 40, 60)
+    assert stretched.shape == (40, 60)
+    assert stretched[:8, :12].mean() > 0.9 and stretched[15:, 20:].max() < 1e-6
+
+
+def test_nothing_to_explain_is_a_clear_error(checkpoints, tmp_path):
+    with pytest.raises(CxrcamError, match="say what to explain"):
+        explain(compose_explain_config(f"ckpt={checkpoints[0]}"), tmp_path)
+    with pytest.raises(CxrcamError, match="say which model"):
+        explain(compose_explain_config("split=test"), tmp_path)
+    with pytest.raises(CxrcamError, match="does not exist"):
+        explain(compose_explain_config(f"ckpt={checkpoints[0]}", f"image={tmp_path / 'nope.png'}"), tmp_path)
