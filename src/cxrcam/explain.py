@@ -10,7 +10,6 @@ checkpoints written by ``cxrcam.train``.
 
 from __future__ import annotations
 
-import csv
 import logging
 import sys
 from pathlib import Path
@@ -32,6 +31,7 @@ from cxrcam.errors import CxrcamError
 from cxrcam.explanation.methods import make_cam
 from cxrcam.models import get_layer, model_from_checkpoint
 from cxrcam.reporting.overlays import plot_class_panel, plot_model_comparison, resize_cam, save_overlay
+from cxrcam.reporting.predictions import write_predictions
 from cxrcam.training.checkpoint import load_checkpoint
 from cxrcam.training.loop import select_device
 
@@ -83,9 +83,10 @@ def cam_targets(target: str, class_names: list[str], predicted: int, true: str |
 
 
 def explain_checkpoint(payload: dict, samples: list[tuple[str, str | None]], cam_cfg: dict, batch_size: int,
-                       device: torch.device, out_dir: Path) -> tuple[list[dict], list[str]]:
-    """Overlays, panels, predictions.csv and cams.npz for one model; returns per-sample results
-    (for the comparison figure) and the files that could not be read."""
+                       device: torch.device, out_dir: Path, keep: set[str]) -> tuple[list[dict], list[str]]:
+    """Overlays, panels, predictions.csv and cams.npz for one model; returns a result per readable
+    image (with its image and CAM when its path is in ``keep``, for the comparison figure) and the
+    files that could not be read. Images are decoded a batch at a time, so memory stays bounded."""
     meta = payload["meta"]
     classes, size = meta["class_names"], meta["image_size"]
     if cam_cfg["target"] not in (*TARGETS, *classes):
@@ -98,36 +99,37 @@ def explain_checkpoint(payload: dict, samples: list[tuple[str, str | None]], cam
     for folder in ("overlays", "panels"):
         (out_dir / folder).mkdir(parents=True, exist_ok=True)
 
-    readable, failures, grays = [], [], []
-    for path, label in samples:
-        try:
-            grays.append(load_image(path, size))
-            readable.append((path, label))
-        except CxrcamError as exc:
-            log.error("%s", exc)
-            failures.append(path)
-    results, all_cams = [], []
-    for start in tqdm(range(0, len(readable), batch_size), desc=f"explaining {meta['model_name']}", unit="batch"):
-        batch = grays[start:start + batch_size]
-        images = torch.stack([transform(torch.from_numpy(g)[None]) for g in batch]).to(device)
+    results, all_cams, failures = [], [], []
+    for start in tqdm(range(0, len(samples), batch_size), desc=f"explaining {meta['model_name']}", unit="batch"):
+        batch = []
+        for path, label in samples[start:start + batch_size]:
+            try:
+                batch.append((path, label, load_image(path, size)))
+            except CxrcamError as exc:
+                log.error("%s", exc)
+                failures.append(path)
+        if not batch:
+            continue
+        images = torch.stack([transform(torch.from_numpy(gray)[None]) for _, _, gray in batch]).to(device)
         cams, logits = cam.per_class(images)  # (batch, classes, size, size)
         probs = logits.float().softmax(1).cpu().numpy()
-        all_cams.append(cams)
-        for offset, (gray, p, c) in enumerate(zip(batch, probs, cams, strict=True)):
-            index = start + offset
-            path, label = readable[index]
+        all_cams.append(cams.astype(np.float16))
+        for (path, label, gray), p, c in zip(batch, probs, cams, strict=True):
             predicted = int(p.argmax())
-            stem = f"{index:04d}_{Path(path).stem}"
+            stem = f"{len(results):04d}_{Path(path).stem}"
             title = f"{Path(path).name}: true {label or '?'}, predicted {classes[predicted]} ({meta['model_name']})"
             plot_class_panel(gray, c, p, classes, out_dir / "panels" / f"{stem}.png", title,
                              cam_cfg["colormap"], cam_cfg["alpha"])
             for k in cam_targets(cam_cfg["target"], classes, predicted, label):
                 write_overlay(path, gray, c[k], out_dir / "overlays" / f"{stem}_{classes[k]}.png", cam_cfg)
-            results.append({"path": path, "label": label, "gray": gray, "cam": c[predicted],
-                            "predicted": classes[predicted], "probability": float(p[predicted]), "probs": p})
-    write_predictions(results, classes, out_dir / "predictions.csv")
+            result = {"path": path, "label": label, "predicted": classes[predicted],
+                      "probability": float(p[predicted]), "probs": p}
+            if path in keep:
+                result.update(gray=gray, cam=c[predicted])
+            results.append(result)
+    write_predictions(out_dir / "predictions.csv", [(r["path"], r["label"], r["probs"]) for r in results], classes)
     if all_cams:
-        np.savez_compressed(out_dir / "cams.npz", cams=np.concatenate(all_cams).astype(np.float16),
+        np.savez_compressed(out_dir / "cams.npz", cams=np.concatenate(all_cams),
                             paths=np.array([r["path"] for r in results]),
                             labels=np.array([r["label"] or "" for r in results]),
                             predicted=np.array([classes.index(r["predicted"]) for r in results]),
@@ -144,27 +146,23 @@ def write_overlay(path: str, gray: np.ndarray, cam: np.ndarray, out: Path, cam_c
     save_overlay(gray, cam, out, cam_cfg["colormap"], cam_cfg["alpha"])
 
 
-def write_predictions(results: list[dict], classes: list[str], path: Path) -> None:
-    with open(path, "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["path", "label", "predicted", *[f"p_{c}" for c in classes]])
-        for r in results:
-            writer.writerow([r["path"], r["label"] or "", r["predicted"], *[f"{v:.6f}" for v in r["probs"]]])
+def comparison_paths(samples: list[tuple[str, str | None]], n_rows: int = 8) -> list[str]:
+    """One image per true class (its first) when labels are known, else the first images."""
+    by_label = {}
+    for path, label in samples:
+        if label is not None:
+            by_label.setdefault(label, path)
+    return list(by_label.values()) or [path for path, _ in samples[:n_rows]]
 
 
-def comparison_rows(per_model: list[list[dict]], n_rows: int = 8) -> list[dict]:
-    """One row per true class (its first sample) when labels are known, else the first images."""
-    first = per_model[0]
-    labelled = [i for i, r in enumerate(first) if r["label"]]
-    seen, picked = set(), []
-    for i in labelled:
-        if first[i]["label"] not in seen:
-            seen.add(first[i]["label"])
-            picked.append(i)
-    picked = picked or list(range(min(n_rows, len(first))))
-    return [{"label": f"{first[i]['label'] or Path(first[i]['path']).name}",
-             "gray": [results[i]["gray"] for results in per_model],
-             "cells": [results[i] for results in per_model]} for i in picked]
+def comparison_rows(per_model: list[list[dict]], paths: list[str]) -> list[dict]:
+    rows = []
+    for path in paths:
+        cells = [next((r for r in results if r["path"] == path), None) for results in per_model]
+        if all(cells):  # an unreadable image has no row
+            rows.append({"label": cells[0]["label"] or Path(path).name, "gray": [c["gray"] for c in cells],
+                         "cells": cells})
+    return rows
 
 
 def explain(cfg: dict, run_dir: Path) -> list[str]:
@@ -176,15 +174,20 @@ def explain(cfg: dict, run_dir: Path) -> list[str]:
     samples = select_samples(cfg, payloads[0]["meta"])
     device = select_device(cfg["device"])
     names = [p["meta"]["model_name"] for p in payloads]
+    if len({p["meta"]["split"]["sha256"] for p in payloads}) > 1 and cfg["split"]:
+        log.warning("the checkpoints were trained on different splits; the %s images come from the first "
+                    "one's, and may have been seen in training by the others", cfg["split"])
+    compared = comparison_paths(samples) if len(payloads) > 1 else []
     per_model, failures = [], []
     for i, payload in enumerate(payloads):
         out_dir = run_dir if len(payloads) == 1 else run_dir / f"{i}_{names[i]}"
-        results, failed = explain_checkpoint(payload, samples, cfg["cam"], cfg["batch_size"], device, out_dir)
+        results, failed = explain_checkpoint(payload, samples, cfg["cam"], cfg["batch_size"], device, out_dir,
+                                             keep=set(compared))
         per_model.append(results)
         failures = failures or failed  # the same files fail for every model
-    if len(payloads) > 1 and per_model[0]:
-        plot_model_comparison(comparison_rows(per_model), names, run_dir / "comparison.png",
-                              cfg["cam"]["colormap"], cfg["cam"]["alpha"])
+    rows = comparison_rows(per_model, compared)
+    if rows:
+        plot_model_comparison(rows, names, run_dir / "comparison.png", cfg["cam"]["colormap"], cfg["cam"]["alpha"])
         log.info("model comparison: %s", run_dir / "comparison.png")
     log.info("explained %d image(s) with %d model(s) into %s", len(per_model[0]), len(payloads), run_dir)
     return failures

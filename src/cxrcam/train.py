@@ -32,6 +32,7 @@ from cxrcam.data.synthetic import ensure_synthetic
 from cxrcam.errors import CxrcamError
 from cxrcam.models import build_model, count_parameters, get_layer
 from cxrcam.reporting.figures import plot_confusion_matrix, plot_roc, plot_training_curves
+from cxrcam.reporting.predictions import write_predictions
 from cxrcam.training.checkpoint import build_metadata, load_checkpoint, save_checkpoint
 from cxrcam.training.loop import predict, restore_rng_state, rng_state, select_device, train_one_epoch
 from cxrcam.training.metrics import classification_report, quick_metrics
@@ -113,14 +114,6 @@ def write_metrics_csv(history: list[dict], path: Path) -> None:
         writer = csv.DictWriter(f, fieldnames=METRICS_FIELDS)
         writer.writeheader()
         writer.writerows(history)
-
-
-def write_predictions(rows: list[dict], probs: np.ndarray, classes: list[str], path: Path) -> None:
-    with open(path, "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["path", "label", "predicted", *[f"p_{c}" for c in classes]])
-        for row, p in zip(rows, probs, strict=True):
-            writer.writerow([row["path"], row["label"], classes[int(p.argmax())], *[f"{v:.6f}" for v in p]])
 
 
 def check_resumable(checkpoint: dict, cfg: dict) -> None:
@@ -246,7 +239,8 @@ def train(cfg: dict, run_dir: Path) -> dict:
         **classification_report(labels, probs, classes),
     }
     (run_dir / "test_metrics.json").write_text(json.dumps(report, indent=2))
-    write_predictions(test_rows, probs, classes, run_dir / "test_predictions.csv")
+    write_predictions(run_dir / "test_predictions.csv",
+                      [(r["path"], r["label"], p) for r, p in zip(test_rows, probs, strict=True)], classes)
     title = f"{model_cfg['name']} (best epoch {report['best_epoch']})"
     plot_confusion_matrix(report["confusion_matrix"], classes, run_dir / "confusion_matrix.png",
                           title=f"{title}: test confusion matrix")
