@@ -14,15 +14,21 @@ import time
 
 import numpy as np
 import torch
+from omegaconf import OmegaConf
 from pytorch_grad_cam import GradCAM
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
+from cxrcam.config import config_dir
 from cxrcam.data.dataset import build_transform
 from cxrcam.data.synthetic import CLASSES, render_phantom
 from cxrcam.explanation.gradcam import FastGradCAM
 from cxrcam.models import MODEL_NAMES, build_model, get_layer
 
-TARGET_LAYERS = {"resnet50": "layer4.2", "densenet121": "features.norm5", "simple_cnn": "features.3"}
+
+
+def target_layer(name: str) -> str:
+    """The Grad-CAM layer the model's config names (conf/model/<name>.yaml)."""
+    return OmegaConf.load(config_dir() / "model" / f"{name}.yaml").target_layer
 
 
 def phantom_batch(n: int, size: int) -> torch.Tensor:
@@ -51,7 +57,7 @@ def images_per_second(runs: list, n_images: int, repeats: int) -> list[float]:
 def bench_model(name: str, images: torch.Tensor, repeats: int) -> tuple[float, float, float, float]:
     """(inference, FastGradCAM, pytorch-grad-cam img/s, max abs difference of the maps)."""
     model = build_model(name, 4, images.shape[-1]).to(images.device, memory_format=torch.channels_last).eval()
-    layer = get_layer(model, TARGET_LAYERS[name])
+    layer = get_layer(model, target_layer(name))
     with torch.inference_mode():
         targets = model(images).argmax(1).tolist()
 

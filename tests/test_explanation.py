@@ -11,9 +11,11 @@ from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from cxrcam.data.dataset import build_transform
 from cxrcam.data.synthetic import CLASSES, render_phantom
 from cxrcam.explanation.gradcam import FastGradCAM
-from cxrcam.models import build_model, get_layer
+from cxrcam.models import MODEL_NAMES, build_model, get_layer
 
-LAYERS = {"simple_cnn": "features.3", "resnet50": "layer4.2", "densenet121": "features.norm5"}
+from conftest import compose_train_config
+
+LAYERS = {name: compose_train_config(f"model={name}")["model"]["target_layer"] for name in MODEL_NAMES}
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +48,7 @@ def test_each_image_is_explained_for_its_own_target(images):
     """A batch with targets [0, 1, 2] gives what three single-image calls give."""
     torch.manual_seed(2)
     model = build_model("simple_cnn", 3, 64).eval()
-    cam = FastGradCAM(model, get_layer(model, "features.3"))
+    cam = FastGradCAM(model, get_layer(model, LAYERS["simple_cnn"]))
     batch, _ = cam(images, [0, 1, 2])
     for i, target in enumerate([0, 1, 2]):
         single, _ = cam(images[i:i + 1], [target])
@@ -60,7 +62,7 @@ def test_each_image_is_explained_for_its_own_target(images):
 def test_all_classes_from_one_forward_equal_one_call_per_class(images):
     torch.manual_seed(3)
     model = build_model("resnet50", 4, 64).eval()
-    cam = FastGradCAM(model, get_layer(model, "layer4.2"))
+    cam = FastGradCAM(model, get_layer(model, LAYERS["resnet50"]))
     maps, logits = cam.per_class(images)
     assert maps.shape == (3, 4, 64, 64)
     for k in range(4):
@@ -70,7 +72,7 @@ def test_all_classes_from_one_forward_equal_one_call_per_class(images):
 
 def test_model_state_is_restored_and_hooks_released(images):
     model = build_model("resnet50", 2, 64).train()
-    layer = get_layer(model, "layer4.2")
+    layer = get_layer(model, LAYERS["resnet50"])
     with torch.no_grad():  # gradients are switched on inside, whatever the caller's mode
         FastGradCAM(model, layer)(images, [0, 1, 0])
     assert model.training and all(p.requires_grad for p in model.parameters())

@@ -19,12 +19,11 @@ import numpy as np
 import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
-from PIL import Image
 from tqdm import tqdm
 
 from cxrcam.config import config_dir
 from cxrcam.data.dataset import build_transform
-from cxrcam.data.images import load_image, to_grayscale_uint8
+from cxrcam.data.images import read_grayscale, resize_grayscale
 from cxrcam.data.layout import images_under
 from cxrcam.data.split import read_split
 from cxrcam.errors import CxrcamError
@@ -104,24 +103,27 @@ def explain_checkpoint(payload: dict, samples: list[tuple[str, str | None]], cam
         batch = []
         for path, label in samples[start:start + batch_size]:
             try:
-                batch.append((path, label, load_image(path, size)))
+                original = read_grayscale(path)  # decoded once: for the model, and for an original-size overlay
             except CxrcamError as exc:
                 log.error("%s", exc)
                 failures.append(path)
+                continue
+            batch.append((path, label, resize_grayscale(original, size),
+                          original if cam_cfg["overlay_size"] == "original" else None))
         if not batch:
             continue
-        images = torch.stack([transform(torch.from_numpy(gray)[None]) for _, _, gray in batch]).to(device)
+        images = torch.stack([transform(torch.from_numpy(gray)[None]) for _, _, gray, _ in batch]).to(device)
         cams, logits = cam.per_class(images)  # (batch, classes, size, size)
         probs = logits.float().softmax(1).cpu().numpy()
         all_cams.append(cams.astype(np.float16))
-        for (path, label, gray), p, c in zip(batch, probs, cams, strict=True):
+        for (path, label, gray, original), p, c in zip(batch, probs, cams, strict=True):
             predicted = int(p.argmax())
             stem = f"{len(results):04d}_{Path(path).stem}"
             title = f"{Path(path).name}: true {label or '?'}, predicted {classes[predicted]} ({meta['model_name']})"
             plot_class_panel(gray, c, p, classes, out_dir / "panels" / f"{stem}.png", title,
                              cam_cfg["colormap"], cam_cfg["alpha"])
             for k in cam_targets(cam_cfg["target"], classes, predicted, label):
-                write_overlay(path, gray, c[k], out_dir / "overlays" / f"{stem}_{classes[k]}.png", cam_cfg)
+                write_overlay(gray, original, c[k], out_dir / "overlays" / f"{stem}_{classes[k]}.png", cam_cfg)
             result = {"path": path, "label": label, "predicted": classes[predicted],
                       "probability": float(p[predicted]), "probs": p}
             if path in keep:
@@ -137,12 +139,10 @@ def explain_checkpoint(payload: dict, samples: list[tuple[str, str | None]], cam
     return results, failures
 
 
-def write_overlay(path: str, gray: np.ndarray, cam: np.ndarray, out: Path, cam_cfg: dict) -> None:
+def write_overlay(gray: np.ndarray, original: np.ndarray | None, cam: np.ndarray, out: Path, cam_cfg: dict) -> None:
     """At model resolution, or over the original image with the map stretched back to its size."""
-    if cam_cfg["overlay_size"] == "original":
-        with Image.open(path) as image:
-            gray = np.asarray(to_grayscale_uint8(image))
-        cam = resize_cam(cam, *gray.shape)
+    if original is not None:
+        gray, cam = original, resize_cam(cam, *original.shape)
     save_overlay(gray, cam, out, cam_cfg["colormap"], cam_cfg["alpha"])
 
 

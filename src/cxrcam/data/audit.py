@@ -8,18 +8,16 @@ CAMs will not show where the finding is.
 from __future__ import annotations
 
 import numpy as np
-from PIL import Image
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedKFold, cross_val_score
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from cxrcam.data.images import to_grayscale_uint8
+from cxrcam.data.images import read_grayscale
 
 
 def global_intensity_features(path, bins: int = 32) -> np.ndarray:
-    with Image.open(path) as image:
-        pixels = np.asarray(to_grayscale_uint8(image), dtype=np.float32) / 255
+    pixels = read_grayscale(path).astype(np.float32) / 255
     histogram, _ = np.histogram(pixels, bins=bins, range=(0, 1))
     return np.concatenate([[pixels.mean(), pixels.std()], histogram / pixels.size])
 

@@ -27,12 +27,21 @@ def to_grayscale_uint8(image: Image.Image) -> Image.Image:
     return image.convert("L")
 
 
-def load_image(path: str | Path, image_size: int) -> np.ndarray:
-    """uint8 array (image_size, image_size), resized like the seed (no aspect-ratio padding)."""
+def read_grayscale(path: str | Path) -> np.ndarray:
+    """The image at full resolution as a writable uint8 array; an unreadable file is a CxrcamError."""
     try:
         with Image.open(path) as image:
-            gray = to_grayscale_uint8(image)
-            gray = gray.resize((image_size, image_size), Image.Resampling.BILINEAR)
+            return np.array(to_grayscale_uint8(image), dtype=np.uint8)
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise CxrcamError(f"cannot read image {path}: {exc}") from None
-    return np.array(gray, dtype=np.uint8)  # a writable copy, as torch.from_numpy wants
+
+
+def resize_grayscale(pixels: np.ndarray, image_size: int) -> np.ndarray:
+    """Square (image_size, image_size), stretched like the seed (no aspect-ratio padding)."""
+    resized = Image.fromarray(pixels).resize((image_size, image_size), Image.Resampling.BILINEAR)
+    return np.array(resized, dtype=np.uint8)  # a writable copy, as torch.from_numpy wants
+
+
+def load_image(path: str | Path, image_size: int) -> np.ndarray:
+    """What a model sees of a file: grayscale, resized to image_size (before normalisation)."""
+    return resize_grayscale(read_grayscale(path), image_size)
