@@ -9,7 +9,6 @@ from PIL import Image
 
 from cxrcam.data.audit import global_intensity_baseline
 from cxrcam.data.dataset import CXRDataset, build_transform
-from cxrcam.data.images import load_image
 from cxrcam.data.layout import discover_images, find_dataset_dir
 from cxrcam.data.split import read_split, stratified_split, write_split
 from cxrcam.data.synthetic import CLASSES, MANIFEST, METADATA, ensure_synthetic, render_phantom
@@ -94,44 +93,6 @@ def test_split_errors(tiny_synthetic, tmp_path):
     write_split(stratified_split(items, 0.25, 0.25, 0), tmp_path / "split.csv")
     with pytest.raises(CxrcamError, match=r"labels \['Lung_Opacity', 'Viral Pneumonia'\] not in data.classes"):
         read_split(tmp_path / "split.csv", ["COVID", "Normal"])
-
-
-# --- image modes ----------------------------------------------------------------------------
-
-@pytest.mark.parametrize("mode", ["L", "LA", "RGB", "RGBA", "P", "1", "I;16", "I", "F"])
-def test_any_mode_loads_as_grayscale_uint8(tmp_path, mode):
-    gradient = np.tile(np.linspace(0, 1, 40, dtype=np.float32), (30, 1))
-    if mode in ("I;16", "I"):
-        image = Image.fromarray((gradient * 4095).astype(np.uint16 if mode == "I;16" else np.int32))
-    elif mode == "F":
-        image = Image.fromarray(gradient * 1000)
-    else:
-        image = Image.fromarray((gradient * 255).astype(np.uint8)).convert(mode)
-    assert image.mode == mode
-    path = tmp_path / ("x.tif" if mode in ("I", "F") else "x.png")
-    image.save(path)
-    pixels = load_image(path, 16)
-    assert pixels.shape == (16, 16) and pixels.dtype == np.uint8
-    if mode != "1":  # a 1-bit image keeps only its threshold
-        assert pixels[:, 0].mean() < 40 and pixels[:, -1].mean() > 215  # left dark, right bright
-    if mode in ("I;16", "I", "F"):  # 12-bit data in a wider container is stretched, not left black
-        assert pixels.max() >= 240  # dividing 4095 by 65535 would leave it below 20
-
-
-def test_exif_orientation_is_applied(tmp_path):
-    image = Image.new("L", (40, 20), 0)
-    image.paste(255, (0, 0, 20, 20))  # left half bright
-    exif = Image.Exif()
-    exif[0x0112] = 6  # stored rotated: display needs a 90° clockwise turn
-    image.save(tmp_path / "x.jpg", exif=exif, quality=95)
-    pixels = load_image(tmp_path / "x.jpg", 20)
-    assert pixels[:10].mean() > 200 and pixels[10:].mean() < 50  # bright half now on top
-
-
-def test_unreadable_image_names_the_file(tmp_path):
-    (tmp_path / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 10)
-    with pytest.raises(CxrcamError, match="broken.png"):
-        load_image(tmp_path / "broken.png", 16)
 
 
 def test_dataset_yields_normalised_three_channel_tensors(tiny_synthetic):

@@ -1,16 +1,17 @@
-"""FastGradCAM: equal to pytorch-grad-cam's GradCAM, one target per image, nothing left behind."""
+"""FastGradCAM and FastHiResCAM: equal to pytorch-grad-cam's GradCAM and HiResCAM, one target per
+image, nothing left behind."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
-from pytorch_grad_cam import GradCAM
+from pytorch_grad_cam import GradCAM, HiResCAM
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
 from cxrcam.data.dataset import build_transform
 from cxrcam.data.synthetic import CLASSES, render_phantom
-from cxrcam.explanation.gradcam import FastGradCAM
+from cxrcam.explanation.gradcam import FastGradCAM, FastHiResCAM
 from cxrcam.models import MODEL_NAMES, build_model, get_layer
 
 from conftest import compose_train_config
@@ -27,14 +28,16 @@ def images() -> torch.Tensor:
                         for label in CLASSES[:3]])
 
 
+@pytest.mark.parametrize("fast, slow", [(FastGradCAM, GradCAM), (FastHiResCAM, HiResCAM)],
+                         ids=["gradcam", "hirescam"])
 @pytest.mark.parametrize("name", list(LAYERS))
-def test_maps_equal_pytorch_grad_cam_and_lie_in_unit_range(name, images):
+def test_maps_equal_pytorch_grad_cam_and_lie_in_unit_range(name, fast, slow, images):
     torch.manual_seed(1)
     model = build_model(name, 4, 64).eval()
     layer = get_layer(model, LAYERS[name])
     targets = [0, 2, 3]
-    cams, logits = FastGradCAM(model, layer)(images, targets)
-    with GradCAM(model, [layer]) as reference:
+    cams, logits = fast(model, layer)(images, targets)
+    with slow(model, [layer]) as reference:
         expected = reference(images, [ClassifierOutputTarget(t) for t in targets])
     assert cams.shape == (3, 64, 64) and logits.shape == (3, 4)
     assert cams.min() >= 0 and cams.max() <= 1
@@ -42,6 +45,18 @@ def test_maps_equal_pytorch_grad_cam_and_lie_in_unit_range(name, images):
     assert np.abs(cams - expected).max() < 1e-4
     with torch.no_grad():
         assert torch.allclose(logits, model(images), atol=1e-5)
+
+
+def test_hirescam_equals_gradcam_behind_a_global_pooling_head_only(images):
+    """ResNet50 pools layer4 globally before its linear head, so both maps agree; SimpleCNN's
+    flatten + linear head keeps positions, and there they differ."""
+    for name, same in (("resnet50", True), ("simple_cnn", False)):
+        torch.manual_seed(1)
+        model = build_model(name, 4, 64).eval()
+        layer = get_layer(model, LAYERS[name])
+        grad, _ = FastGradCAM(model, layer)(images, [0, 1, 2])
+        hires, _ = FastHiResCAM(model, layer)(images, [0, 1, 2])
+        assert (np.abs(grad - hires).max() < 1e-4) == same, name
 
 
 def test_each_image_is_explained_for_its_own_target(images):

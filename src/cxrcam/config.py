@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from cxrcam.data.scan import ON_BAD_IMAGE
 from cxrcam.errors import CxrcamError
 from cxrcam.models import MODEL_NAMES
 
@@ -41,5 +42,7 @@ def validate_train_config(cfg: dict) -> None:
     _require(isinstance(data["classes"], list) and len(data["classes"]) >= 2
              and len(set(data["classes"])) == len(data["classes"]),
              f"data.classes={data['classes']!r} must list at least two distinct class folder names")
+    _require(data["on_bad_image"] in ON_BAD_IMAGE,
+             f"data.on_bad_image={data['on_bad_image']!r} is not one of {list(ON_BAD_IMAGE)}")
     _require(0 < data["val_fraction"] < 1,
              f"data.val_fraction={data['val_fraction']!r} must be in (0, 1): the best checkpoint is chosen on it")

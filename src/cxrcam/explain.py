@@ -31,22 +31,11 @@ from cxrcam.explanation.methods import make_cam
 from cxrcam.models import get_layer, model_from_checkpoint
 from cxrcam.reporting.overlays import plot_class_panel, plot_model_comparison, resize_cam, save_overlay
 from cxrcam.reporting.predictions import write_predictions
-from cxrcam.training.checkpoint import load_checkpoint
+from cxrcam.training.checkpoint import checkpoint_paths, load_checkpoint
 from cxrcam.training.loop import select_device
 
 log = logging.getLogger("cxrcam.explain")
 TARGETS = ("predicted", "true", "all")
-
-
-def checkpoint_paths(ckpt, sweep) -> list[Path]:
-    if sweep:
-        paths = sorted(Path(sweep).glob("*/checkpoints/best.pt"))
-        if not paths:
-            raise CxrcamError(f"sweep={sweep} holds no <job>/checkpoints/best.pt; pass a multirun dir of cxrcam.train")
-        return paths
-    if not ckpt:
-        raise CxrcamError("say which model to explain: ckpt=<run>/checkpoints/best.pt, ckpt=[a,b] or sweep=<dir>")
-    return [Path(p) for p in (ckpt if isinstance(ckpt, list) else [ckpt])]
 
 
 def select_samples(cfg: dict, meta: dict) -> list[tuple[str, str | None]]:

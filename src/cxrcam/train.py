@@ -27,6 +27,7 @@ from tqdm import tqdm
 from cxrcam.config import config_dir, validate_train_config
 from cxrcam.data.dataset import CXRDataset, build_transform
 from cxrcam.data.layout import discover_images
+from cxrcam.data.scan import unreadable_images
 from cxrcam.data.split import file_sha256, read_split, stratified_split, write_split
 from cxrcam.data.synthetic import ensure_synthetic
 from cxrcam.errors import CxrcamError
@@ -51,16 +52,22 @@ def split_counts(rows: list[dict], classes: list[str]) -> dict[str, dict[str, in
     return counts
 
 
-def make_split(data: dict, seed: int, run_dir: Path, resume_meta: dict | None) -> list[dict]:
-    """The split of this run, written to ``<run_dir>/split.csv``; a resumed run must reuse its own."""
+def make_split(data: dict, seed: int, run_dir: Path,
+               resume_meta: dict | None) -> tuple[list[dict], list[str]]:
+    """The split of this run, written to ``<run_dir>/split.csv`` (a resumed run must reuse its own),
+    and the unreadable images left out of it."""
     classes = list(data["classes"])
-    if data["split_file"]:
-        rows = read_split(data["split_file"], classes)
-    elif resume_meta is not None:
-        rows = read_split(resume_meta["split"]["path"], classes)
+    if data["split_file"] or resume_meta is not None:
+        rows = read_split(data["split_file"] or resume_meta["split"]["path"], classes)
+        skipped = unreadable_images([r["path"] for r in rows], data["on_bad_image"])
+        rows = [r for r in rows if r["path"] not in set(skipped)]
     else:
         items = discover_images(data["root"], classes)
-        rows = stratified_split(items, data["val_fraction"], data["test_fraction"], seed)
+        skipped = unreadable_images([str(p) for p, _ in items], data["on_bad_image"])
+        rows = stratified_split([(p, c) for p, c in items if str(p) not in set(skipped)], data["val_fraction"],
+                                data["test_fraction"], seed)
+    if skipped:
+        log.warning("left out %d unreadable image(s); they are listed in test_metrics.json", len(skipped))
     write_split(rows, run_dir / "split.csv")
     if resume_meta is not None and file_sha256(run_dir / "split.csv") != resume_meta["split"]["sha256"]:
         raise CxrcamError("the split differs from the one the resumed checkpoint was trained on; "
@@ -71,7 +78,7 @@ def make_split(data: dict, seed: int, run_dir: Path, resume_meta: dict | None) -
             raise CxrcamError(f"the {split} split has no image of class(es) {missing}; "
                               "add images or change data.val_fraction / data.test_fraction")
         log.info("%s: %d images %s", split, sum(counts.values()), counts)
-    return rows
+    return rows, skipped
 
 
 def make_loader(rows: list[dict], split: str, classes: list[str], data: dict, augment: bool,
@@ -152,7 +159,7 @@ def train(cfg: dict, run_dir: Path) -> dict:
     # data
     if data["synthetic"]:
         ensure_synthetic(data["root"], **data["synthetic"])
-    rows = make_split(data, cfg["seed"], run_dir, resume["meta"] if resume else None)
+    rows, skipped = make_split(data, cfg["seed"], run_dir, resume["meta"] if resume else None)
     train_loader = make_loader(rows, "train", classes, data, augment=True,
                                class_balance=trainer["class_balance"])
     val_loader = make_loader(rows, "val", classes, data, augment=False)
@@ -236,6 +243,7 @@ def train(cfg: dict, run_dir: Path) -> dict:
         "num_parameters": count_parameters(model),
         "image_size": data["image_size"],
         "device": str(device),
+        "skipped_images": skipped,
         **classification_report(labels, probs, classes),
     }
     (run_dir / "test_metrics.json").write_text(json.dumps(report, indent=2))

@@ -10,6 +10,8 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from cxrcam.errors import CxrcamError
 
 HIGH_BIT_DEPTH_MODES = ("I", "I;16", "I;16B", "I;16L", "I;16N", "F")
+MAX_PIXELS = 64_000_000  # 8000 x 8000; the largest detector panels are about 4300 x 4300
+DICOM_EXTENSIONS = (".dcm", ".dicom")
 
 
 def to_grayscale_uint8(image: Image.Image) -> Image.Image:
@@ -20,19 +22,59 @@ def to_grayscale_uint8(image: Image.Image) -> Image.Image:
     """
     image = ImageOps.exif_transpose(image)
     if image.mode in HIGH_BIT_DEPTH_MODES:
-        pixels = np.asarray(image, dtype=np.float32)
-        low, high = float(pixels.min()), float(pixels.max())
-        scaled = (pixels - low) / (high - low) if high > low else np.zeros_like(pixels)
-        return Image.fromarray((scaled * 255).round().astype(np.uint8), mode="L")
+        return Image.fromarray(_stretch_to_uint8(np.asarray(image)), mode="L")
     return image.convert("L")
 
 
+def _stretch_to_uint8(pixels: np.ndarray) -> np.ndarray:
+    pixels = pixels.astype(np.float32)
+    low, high = float(pixels.min()), float(pixels.max())
+    scaled = (pixels - low) / (high - low) if high > low else np.zeros_like(pixels)
+    return (scaled * 255).round().astype(np.uint8)
+
+
+def _check_size(path: str | Path, width: int, height: int) -> None:
+    if width * height > MAX_PIXELS:
+        raise CxrcamError(f"refusing image {path}: {width} x {height} pixels is over the {MAX_PIXELS:,}-pixel limit "
+                          "(a decompression bomb or not a radiograph); downscale it first")
+
+
+def read_dicom(path: str | Path) -> np.ndarray:
+    """A single-frame DICOM radiograph as displayed: modality and VOI LUT (or window) applied, and
+    MONOCHROME1 (bright air) inverted to the MONOCHROME2 look every other image has."""
+    try:
+        import pydicom
+        from pydicom.pixels import apply_modality_lut, apply_voi_lut
+    except ImportError:
+        raise CxrcamError(f"cannot read {path}: DICOM needs pydicom; pip install 'cxrcam[dicom]'") from None
+    try:
+        ds = pydicom.dcmread(path)
+        frames = int(ds.get("NumberOfFrames", 1) or 1)
+        if frames > 1:
+            raise CxrcamError(f"refusing DICOM {path}: it has {frames} frames; export the radiograph's single "
+                              "frame (a CXR is one image)")
+        _check_size(path, int(ds.Columns), int(ds.Rows))
+        pixels = apply_voi_lut(apply_modality_lut(ds.pixel_array, ds), ds)
+    except CxrcamError:
+        raise
+    except Exception as exc:  # pydicom raises many types for truncated or foreign files
+        raise CxrcamError(f"cannot read DICOM {path}: {type(exc).__name__}: {exc}") from None
+    if pixels.ndim != 2:
+        raise CxrcamError(f"refusing DICOM {path}: pixel data of shape {pixels.shape} is not one grayscale image")
+    image = _stretch_to_uint8(pixels)
+    return 255 - image if ds.get("PhotometricInterpretation") == "MONOCHROME1" else image
+
+
 def read_grayscale(path: str | Path) -> np.ndarray:
-    """The image at full resolution as a writable uint8 array; an unreadable file is a CxrcamError."""
+    """The image at full resolution as a writable uint8 array; an unreadable file, or one too large
+    to decode safely, is a CxrcamError. DICOM files go through :func:`read_dicom`."""
+    if Path(path).suffix.lower() in DICOM_EXTENSIONS:
+        return read_dicom(path)
     try:
         with Image.open(path) as image:
+            _check_size(path, *image.size)  # from the header, before any pixel is decoded
             return np.array(to_grayscale_uint8(image), dtype=np.uint8)
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
         raise CxrcamError(f"cannot read image {path}: {exc}") from None
 
 

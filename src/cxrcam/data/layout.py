@@ -12,9 +12,9 @@ from pathlib import Path
 
 from cxrcam.errors import CxrcamError
 
-IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp"})
+IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".dcm", ".dicom"})
 IMAGES_FOLDER = "images"
-MASK_FOLDERS = ("masks", "lesion_masks")  # siblings of images/, same file names
+MASK_FOLDERS = ("masks", "lesion_masks", "marker_masks")  # siblings of images/, same file names
 
 
 def _subfolders(path: Path) -> list[str]:

@@ -8,6 +8,11 @@ findings modelled on the seed's "Lung Disease Features" slides. Besides the imag
 its lung mask (``masks/``), a lesion mask (``lesion_masks/``, empty for Normal) and a metadata row:
 the ground truth that later scores where Grad-CAM looks.
 
+Optionally a confounder is planted: a burned-in corner marker (a letter in a box, as hospitals'
+side markers and text labels are) drawn with a chosen probability per class, with its mask in
+``marker_masks/``. A model trained on such data can reach high accuracy by reading the marker, as
+DeGrave et al. (2021) found real COVID-19 classifiers doing; the shortcut audit must catch it.
+
 Sides are given as the patient's side (radiological convention): the patient's right lung is on
 the image left.
 """
@@ -38,6 +43,7 @@ METADATA_FIELDS = (
     "file", "label", "side", "zone", "n_lesions", "lesion_area_fraction", "amplitude",
     "gain", "offset", "gamma",
 )
+MARKER_FOLDER = "marker_masks"
 
 
 @dataclass
@@ -244,14 +250,40 @@ def render_phantom(label: str, rng: np.random.Generator, size: int = 256) -> Pha
     return Phantom(image=image, lungs=a.lungs[0] | a.lungs[1], lesion=lesion, info=info)
 
 
+def burn_in_marker(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Draw a white 'L' in a box into the upper image-left corner (outside the body) in place;
+    returns the marker's mask (its box)."""
+    size = image.shape[0]
+    side = max(6, round(rng.uniform(0.09, 0.12) * size))
+    top, left = (round(rng.uniform(0.03, 0.07) * size) for _ in range(2))
+    stroke = max(1, side // 6)
+    mask = np.zeros(image.shape, bool)
+    mask[top:top + side, left:left + side] = True
+    box = np.zeros_like(mask)
+    box[top:top + side, left:left + side] = True
+    box[top + stroke:top + side - stroke, left + stroke:left + side - stroke] = False
+    letter = np.zeros_like(mask)
+    inner, end = top + 2 * stroke, top + side - 2 * stroke
+    letter[inner:end, left + 2 * stroke:left + 3 * stroke] = True  # the L's upright
+    letter[end - stroke:end, left + 2 * stroke:left + side - 2 * stroke] = True  # and its foot
+    image[box | letter] = 1.0
+    return mask
+
+
 def _save_mask(mask: np.ndarray, path: Path) -> None:
     Image.fromarray(mask.astype(np.uint8) * 255).save(path)
 
 
-def _write_sample(task: tuple[Path, int, str, int, int, int]) -> dict:
-    root, class_index, label, i, image_size, seed = task
+def _write_sample(task: tuple[Path, int, str, int, int, int, float | None]) -> dict:
+    root, class_index, label, i, image_size, seed, marker_probability = task
     phantom = render_phantom(label, np.random.default_rng([seed, class_index, i]), image_size)
     name = f"{label}-{i}.png"
+    if marker_probability is not None:  # its own RNG: the phantom is the same with or without a marker
+        marker_rng = np.random.default_rng([seed, class_index, i, 1])
+        marked = bool(marker_rng.random() < marker_probability)
+        marker = burn_in_marker(phantom.image, marker_rng) if marked else np.zeros_like(phantom.lungs)
+        _save_mask(marker, root / label / MARKER_FOLDER / name)
+        phantom.info["marker"] = int(marked)
     Image.fromarray((phantom.image * 255).round().astype(np.uint8)).save(root / label / "images" / name)
     _save_mask(phantom.lungs, root / label / "masks" / name)
     _save_mask(phantom.lesion, root / label / "lesion_masks" / name)
@@ -259,12 +291,14 @@ def _write_sample(task: tuple[Path, int, str, int, int, int]) -> dict:
 
 
 def generate_dataset(root: Path, n_per_class: int, image_size: int, seed: int,
-                     classes: tuple[str, ...] = CLASSES) -> None:
-    """Write the phantoms into ``root``; each sample's RNG depends only on (seed, class, index)."""
+                     classes: tuple[str, ...] = CLASSES, marker: dict[str, float] | None = None) -> None:
+    """Write the phantoms into ``root``; each sample's RNG depends only on (seed, class, index).
+    ``marker``: {class: probability} of a burned-in corner marker (classes left out: 0)."""
+    folders = ("images", "masks", "lesion_masks") + ((MARKER_FOLDER,) if marker else ())
     for label in classes:
-        for folder in ("images", "masks", "lesion_masks"):
+        for folder in folders:
             (root / label / folder).mkdir(parents=True)
-    tasks = [(root, ci, label, i, image_size, seed)
+    tasks = [(root, ci, label, i, image_size, seed, (marker or {}).get(label, 0.0) if marker else None)
              for ci, label in enumerate(classes) for i in range(1, n_per_class + 1)]
     # spawn, not fork: the caller may hold torch's thread pools, which do not survive a fork
     with ProcessPoolExecutor(max_workers=min(4, os.cpu_count() or 1),
@@ -272,21 +306,28 @@ def generate_dataset(root: Path, n_per_class: int, image_size: int, seed: int,
         rows = list(tqdm(pool.map(_write_sample, tasks, chunksize=8), total=len(tasks),
                          desc="generating synthetic CXRs", unit="img"))
     with open(root / METADATA, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=METADATA_FIELDS)
+        writer = csv.DictWriter(f, fieldnames=METADATA_FIELDS + (("marker",) if marker else ()))
         writer.writeheader()
         for row in rows:
             writer.writerow({k: (f"{v:.5f}" if isinstance(v, float) else v) for k, v in row.items()})
 
 
-def ensure_synthetic(root: str | Path, n_per_class: int, image_size: int, seed: int) -> Path:
+def ensure_synthetic(root: str | Path, n_per_class: int, image_size: int, seed: int,
+                     marker: dict[str, float] | None = None) -> Path:
     """Generate the dataset on first use and reuse it afterwards.
 
     A folder generated with other parameters is refused, never replaced: earlier runs' split files
     point at its images.
     """
     root = Path(root)
+    unknown = sorted(set(marker or {}) - set(CLASSES))
+    if unknown or not all(0 <= p <= 1 for p in (marker or {}).values()):
+        raise CxrcamError(f"data.synthetic.marker={marker} must map classes of {list(CLASSES)} to probabilities "
+                          "in [0, 1]")
     params = dict(version=GENERATOR_VERSION, n_per_class=n_per_class, image_size=image_size,
                   seed=seed, classes=list(CLASSES))
+    if marker:
+        params["marker"] = {k: float(v) for k, v in sorted(marker.items())}
     manifest = root / MANIFEST
     if manifest.is_file():
         found = json.loads(manifest.read_text())
@@ -299,7 +340,7 @@ def ensure_synthetic(root: str | Path, n_per_class: int, image_size: int, seed: 
                           "point data.root at an empty or new folder")
     tmp = root.with_name(root.name + ".generating")
     shutil.rmtree(tmp, ignore_errors=True)  # left by an interrupted generation
-    generate_dataset(tmp, n_per_class, image_size, seed)
+    generate_dataset(tmp, n_per_class, image_size, seed, marker=marker)
     (tmp / MANIFEST).write_text(json.dumps(params, indent=2))
     shutil.rmtree(root, ignore_errors=True)  # an empty folder
     tmp.rename(root)

@@ -72,10 +72,26 @@ class FastGradCAM:
             self.model.train(was_training)
 
     @staticmethod
-    def _scaled(activation: torch.Tensor, grads: torch.Tensor, images: torch.Tensor) -> np.ndarray:
-        weights = grads.mean(dim=(2, 3), keepdim=True)
-        cams = (weights * activation.detach()).sum(dim=1).clamp_min(0).float().cpu().numpy()
+    def _combine(activation: torch.Tensor, grads: torch.Tensor) -> torch.Tensor:
+        """Grad-CAM: each channel weighted by its spatially averaged gradient."""
+        return (grads.mean(dim=(2, 3), keepdim=True) * activation).sum(dim=1)
+
+    def _scaled(self, activation: torch.Tensor, grads: torch.Tensor, images: torch.Tensor) -> np.ndarray:
+        cams = self._combine(activation.detach(), grads).clamp_min(0).float().cpu().numpy()
         size = (images.shape[-1], images.shape[-2])
         # pytorch-grad-cam scales per layer (min-max, resize) and again after aggregating layers
         return scale_cam_image(scale_cam_image(cams, size))
 
+
+class FastHiResCAM(FastGradCAM):
+    """HiResCAM (Draelos & Carin 2020): gradient times activation element-wise, summed over channels.
+
+    Grad-CAM averages each channel's gradient over space, which is exact for a head that pools
+    globally (ResNet50; then the two maps are equal) but not for one that keeps positions, such as
+    SimpleCNN's flatten + linear head: there a channel's gradient can be positive at the marker and
+    negative elsewhere, and Grad-CAM's average hides where the evidence is.
+    """
+
+    @staticmethod
+    def _combine(activation: torch.Tensor, grads: torch.Tensor) -> torch.Tensor:
+        return (grads * activation).sum(dim=1)

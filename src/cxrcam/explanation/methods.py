@@ -13,7 +13,7 @@ from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from torch import nn
 
 from cxrcam.errors import CxrcamError
-from cxrcam.explanation.gradcam import FastGradCAM
+from cxrcam.explanation.gradcam import FastGradCAM, FastHiResCAM
 
 PYTORCH_GRAD_CAM = {"gradcam": GradCAM, "gradcam++": GradCAMPlusPlus, "hirescam": HiResCAM,
                     "xgradcam": XGradCAM, "layercam": LayerCAM, "eigencam": EigenCAM,
@@ -44,9 +44,11 @@ class PytorchGradCAM:
 
 def make_cam(method: str, model: nn.Module, layer: nn.Module, aug_smooth: bool = False,
              eigen_smooth: bool = False):
-    """Plain Grad-CAM takes the fast path; smoothing and the other methods use pytorch-grad-cam."""
+    """Grad-CAM and HiResCAM take the fast path (head-only backward); smoothing and the other
+    methods use pytorch-grad-cam."""
     if method not in PYTORCH_GRAD_CAM:
         raise CxrcamError(f"cam.method={method!r} is not one of {list(PYTORCH_GRAD_CAM)}")
-    if method == "gradcam" and not (aug_smooth or eigen_smooth):
-        return FastGradCAM(model, layer)
+    fast = {"gradcam": FastGradCAM, "hirescam": FastHiResCAM}
+    if method in fast and not (aug_smooth or eigen_smooth):
+        return fast[method](model, layer)
     return PytorchGradCAM(method, model, layer, aug_smooth, eigen_smooth)

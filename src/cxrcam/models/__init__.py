@@ -85,7 +85,13 @@ def model_from_checkpoint(payload: dict) -> nn.Module:
     options = meta["config"]["model"]
     model = build_model(meta["model_name"], len(meta["class_names"]), meta["image_size"],
                         dropout=options["dropout"], pooled_size=options.get("pooled_size"))
-    model.load_state_dict(payload["state_dict"])
+    try:
+        model.load_state_dict(payload["state_dict"])
+    except RuntimeError as exc:
+        detail = str(exc).splitlines()[1].strip() if len(str(exc).splitlines()) > 1 else str(exc)
+        raise CxrcamError(f"the checkpoint's weights do not fit a {meta['model_name']} for "
+                          f"{len(meta['class_names'])} classes, as its metadata says ({detail[:160]}); "
+                          "it was altered or written by another program") from None
     return model.eval()
 
 

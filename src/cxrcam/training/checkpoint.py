@@ -73,3 +73,15 @@ def load_checkpoint(path: str | Path) -> dict:
     if not isinstance(payload, dict) or "state_dict" not in payload or "meta" not in payload:
         raise CxrcamError(f"{path} is not a cxrcam checkpoint (no state_dict/meta)")
     return payload
+
+
+def checkpoint_paths(ckpt, sweep) -> list[Path]:
+    """The checkpoints a ckpt= (one path or a list) or sweep= (a multirun dir) option names."""
+    if sweep:
+        paths = sorted(Path(sweep).glob("*/checkpoints/best.pt"))
+        if not paths:
+            raise CxrcamError(f"sweep={sweep} holds no <job>/checkpoints/best.pt; pass a multirun dir of cxrcam.train")
+        return paths
+    if not ckpt:
+        raise CxrcamError("say which model(s) to use: ckpt=<run>/checkpoints/best.pt, ckpt=[a,b] or sweep=<dir>")
+    return [Path(p) for p in (ckpt if isinstance(ckpt, list) else [ckpt])]

@@ -1,0 +1,295 @@
+"""``python -m cxrcam.evaluate``: Grad-CAMs turned into measurements and one report.
+
+    python -m cxrcam.evaluate ckpt=RUN/checkpoints/best.pt                # its own test split
+    python -m cxrcam.evaluate ckpt=RUN/checkpoints/best.pt cam.layer=[layer3.5,layer4.2]
+    python -m cxrcam.evaluate ckpt=RUN/checkpoints/best.pt cam.method=[gradcam,hirescam]
+    python -m cxrcam.evaluate sweep=MULTIRUN_DIR                          # every model, one report
+    python -m cxrcam.evaluate sweep=MULTIRUN_DIR shortcut_ckpt=CONFOUNDED/checkpoints/best.pt \
+        control_ckpt=CONTROL/checkpoints/best.pt                          # + the shortcut audit
+
+Per model, CAM method and layer: localisation against lesion masks, lung-relative attribution and zone
+profile, agreement with each class's expected pattern, faithfulness (ROAD, confidence drop) and the
+cascading randomisation sanity check; written to cam_metrics.json / .csv, figures/ and
+report.html / report.md.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+import hydra
+import numpy as np
+import torch
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
+from tqdm import tqdm
+
+from cxrcam.config import config_dir
+from cxrcam.data.dataset import build_transform
+from cxrcam.errors import CxrcamError
+from cxrcam.evaluation.anatomy import lung_aligned
+from cxrcam.evaluation.attribution import CRITERIA
+from cxrcam.evaluation.faithfulness import confidence_change, road_scores
+from cxrcam.evaluation.samples import Sample, balanced_subset, load_samples, split_images
+from cxrcam.evaluation.sanity import cascading_randomisation
+from cxrcam.evaluation.scores import CHANCE, image_scores, lesion_reference, mean_zone_profiles, summarise
+from cxrcam.evaluation.stats import bootstrap_ci
+from cxrcam.explanation.methods import make_cam
+from cxrcam.models import count_parameters, get_layer, model_from_checkpoint
+from cxrcam.reporting.evaluation_report import write_report
+from cxrcam.training.checkpoint import checkpoint_paths, load_checkpoint
+from cxrcam.training.loop import select_device
+
+log = logging.getLogger("cxrcam.evaluate")
+
+
+def layer_grid(model: torch.nn.Module, layer: torch.nn.Module, channels: int, size: int) -> list[int]:
+    """The (height, width) of the layer's activation, which is the CAM's real resolution."""
+    shape = {}
+
+    def record(module, inputs, output):
+        shape["grid"] = list(output.shape[-2:])
+
+    handle = layer.register_forward_hook(record)
+    try:
+        with torch.no_grad():
+            model(torch.zeros(1, channels, size, size, device=next(model.parameters()).device))
+    finally:
+        handle.remove()
+    return shape["grid"]
+
+
+def to_batch(samples: list[Sample], transform, device: torch.device) -> torch.Tensor:
+    return torch.stack([transform(torch.from_numpy(s.gray)[None]) for s in samples]).to(device)
+
+
+def check_patterns(patterns: dict, classes: list[str]) -> None:
+    for label, criteria in patterns.items():
+        unknown = sorted(set(criteria) - set(CRITERIA))
+        if unknown:
+            raise CxrcamError(f"patterns.{label} names {unknown}; known criteria: {list(CRITERIA)}")
+    missing = [c for c in classes if c not in patterns]
+    if missing:
+        log.warning("no expected pattern for class(es) %s: set patterns.<class> in conf/evaluate.yaml", missing)
+
+
+def evaluate_model(payload: dict, samples: list[Sample], method: str, layer_name: str, cfg: dict,
+                   device: torch.device, with_checks: bool = True, lung_frame: bool = True) -> dict:
+    """All measurements of one model's CAMs (of each image's true class) by one method at one layer; with
+    ``with_checks``, also faithfulness and the sanity check on a class-balanced subset. Mean
+    heatmaps are in the lung-aligned frame, or the image frame without ``lung_frame``."""
+    meta = payload["meta"]
+    classes, size = meta["class_names"], meta["image_size"]
+    started = time.perf_counter()
+    model = model_from_checkpoint(payload).to(device)
+    layer = get_layer(model, layer_name)
+    transform = build_transform(**meta["normalization"])
+    cam = make_cam(method, model, layer, cfg["cam"]["aug_smooth"], cfg["cam"]["eigen_smooth"])
+    targets = [classes.index(s.label) for s in samples]
+    settings = {"tolerance_px": cfg["localisation"]["pointing_tolerance"] * size,
+                "peripheral_from": cfg["zones"]["peripheral_from"], "thresholds": cfg["pattern_thresholds"]}
+
+    cams, probs, records = [], [], []
+    step = cfg["batch_size"]
+    for start in tqdm(range(0, len(samples), step), desc=f"{method} of {meta['model_name']} at {layer_name}",
+                      unit="batch"):
+        batch = samples[start:start + step]
+        maps, logits = cam(to_batch(batch, transform, device), targets[start:start + step])
+        probs.append(logits.float().softmax(1).cpu().numpy())
+        cams.append(maps)
+        records += [image_scores(m, s, {**settings, "criteria": cfg["patterns"].get(s.label, [])})
+                    for m, s in zip(maps, batch, strict=True)]
+    cams, probs = np.concatenate(cams), np.concatenate(probs)
+    labels = [s.label for s in samples]
+    bootstrap = {**cfg["bootstrap"], "seed": cfg["seed"]}
+    result = {
+        "model": meta["model_name"], "checkpoint": payload["path"], "run": Path(payload["path"]).parents[1].name,
+        "method": method, "layer": layer_name,
+        "grid": layer_grid(model, layer, transform(torch.zeros(1, size, size, dtype=torch.uint8)).shape[0], size),
+        "image_size": size, "parameters": count_parameters(model), "n_images": len(samples),
+        "accuracy": float(np.mean(probs.argmax(1) == np.array(targets))) if samples else float("nan"),
+        "scores": summarise(records, labels, classes, bootstrap),
+        "zone_profiles": mean_zone_profiles(records, labels, classes),
+        "patterns": {c: cfg["patterns"].get(c, []) for c in classes},
+        "lesion_patterns": lesion_reference(samples, settings, cfg["patterns"], classes, bootstrap),
+        "masks": {kind: sum(getattr(s, kind) is not None and bool(getattr(s, kind).any()) for s in samples)
+                  for kind in ("lungs", "lesion", "marker")},
+        "arrays": {"mean_heatmaps": mean_heatmaps(cams, samples, classes, cfg["mean_heatmap_size"], lung_frame),
+                   "example": example_overlays(cams, samples, classes)},
+    }
+    if with_checks:
+        subset = balanced_subset(labels, cfg["faithfulness"]["n_images"], cfg["seed"])
+        images = to_batch([samples[i] for i in subset], transform, device)
+        subset_targets = [targets[i] for i in subset]
+        road = road_scores(model, images, cams[subset], subset_targets, cfg["faithfulness"]["percentiles"],
+                           cfg["seed"])
+        change = confidence_change(model, images, cams[subset], subset_targets)
+        result["faithfulness"] = {
+            "n_images": len(subset), "percentiles": cfg["faithfulness"]["percentiles"],
+            "road_morf": road["morf"].mean(0).tolist(), "road_lerf": road["lerf"].mean(0).tolist(),
+            **{k: bootstrap_ci(v, bootstrap["n_resamples"], bootstrap["level"], bootstrap["seed"])
+               for k, v in [("road_combined", road["combined"]), *change.items()]}}
+        sanity_subset = balanced_subset(labels, cfg["sanity"]["n_images"], cfg["seed"])
+        result["sanity"] = cascading_randomisation(
+            model, lambda m: make_cam(method, m, get_layer(m, layer_name), cfg["cam"]["aug_smooth"],
+                                      cfg["cam"]["eigen_smooth"]),
+            to_batch([samples[i] for i in sanity_subset], transform, device), [targets[i] for i in sanity_subset],
+            cfg["seed"])
+    result["seconds"] = round(time.perf_counter() - started, 1)
+    return result
+
+
+def mean_heatmaps(cams: np.ndarray, samples: list[Sample], classes: list[str], size: int,
+                  lung_frame: bool = True) -> dict:
+    """{class: (mean CAM, mean lung mask or None)} in the lung-aligned frame where asked and every
+    image of the class has a lung mask, else in the image frame."""
+    out = {}
+    for c in classes:
+        members = [i for i, s in enumerate(samples) if s.label == c]
+        if not members:
+            continue
+        if lung_frame and all(samples[i].lungs is not None and samples[i].lungs.any() for i in members):
+            maps = [lung_aligned(cams[i], samples[i].lungs, size) for i in members]
+            lungs = [lung_aligned(samples[i].lungs.astype(np.float32), samples[i].lungs, size) for i in members]
+            out[c] = (np.mean(maps, axis=0), np.mean(lungs, axis=0))
+        else:
+            out[c] = (np.mean(cams[members], axis=0), None)
+    return out
+
+
+def example_overlays(cams: np.ndarray, samples: list[Sample], classes: list[str]) -> dict:
+    """{class: (image, CAM)} of the first image of each class, for the report's pictures."""
+    first = {}
+    for i, s in enumerate(samples):
+        first.setdefault(s.label, (s.gray, cams[i]))
+    return {c: first[c] for c in classes if c in first}
+
+
+def shortcut_audit(shortcut: dict, control: dict | None, references: list[dict], methods: list[str], cfg: dict,
+                   device: torch.device) -> dict:
+    """The confounded model, its control (the marker on every class alike) and the evaluated models
+    of its architecture (all when none has it), on the confounded run's test images that carry the
+    marker."""
+    meta = shortcut["meta"]
+    images = split_images(meta["split"]["path"], meta["class_names"], cfg["split"], cfg["max_per_class"], cfg["seed"])
+    samples, _ = load_samples(images, meta["image_size"])
+    marked = [s for s in samples if s.marker is not None and s.marker.any()]
+    if not marked:
+        raise CxrcamError(f"shortcut_ckpt={shortcut['path']}: its {cfg['split']} images carry no marker "
+                          "(no marker_masks/); train it on data.synthetic.marker data, e.g. experiment=shortcut")
+    same_arch = [r for r in references if r["meta"]["model_name"] == meta["model_name"]] or references
+    roles = [(shortcut, "confounded")] + ([(control, "control")] if control else []) + [(r, "never saw a marker")
+                                                                                        for r in same_arch]
+    rows = []
+    for method in methods:
+        for payload, role in roles:
+            size = payload["meta"]["image_size"]
+            resized = marked if size == meta["image_size"] else load_samples([(s.path, s.label) for s in marked],
+                                                                            size)[0]
+            result = evaluate_model(payload, resized, method, payload["meta"]["target_layer"], cfg, device,
+                                    with_checks=False, lung_frame=False)
+            rows.append({"role": role, **result})
+    return {"n_marked": len(marked), "n_images": len(samples), "rows": rows}
+
+
+def write_metrics(results: list[dict], out_dir: Path, audit: dict | None) -> None:
+    """cam_metrics.json (everything but the arrays) and cam_metrics.csv (one row per number)."""
+    def plain(result):
+        return {k: v for k, v in result.items() if k != "arrays"}
+
+    payload = {"models": [plain(r) for r in results]}
+    if audit:
+        payload["shortcut_audit"] = {**audit, "rows": [plain(r) for r in audit["rows"]]}
+    (out_dir / "cam_metrics.json").write_text(json.dumps(payload, indent=2))
+    with open(out_dir / "cam_metrics.csv", "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["run", "model", "method", "layer", "grid", "metric", "class", "mean", "ci_low", "ci_high",
+                         "n", "chance"])
+        for result in results:
+            grid = "x".join(map(str, result["grid"]))
+            head = [result["run"], result["model"], result["method"], result["layer"], grid]
+            for metric, summary in result["scores"].items():
+                for cls, ci in [("all", summary["overall"]), *summary["per_class"].items()]:
+                    chance = chance_of(result, metric, cls)
+                    writer.writerow(head + [metric, cls, *(f"{ci[k]:.4f}" for k in ("mean", "low", "high")), ci["n"],
+                                            "" if chance is None else f"{chance:.4f}"])
+            for metric, ci in result.get("faithfulness", {}).items():
+                if isinstance(ci, dict):
+                    writer.writerow(head + [metric, "all", *(f"{ci[k]:.4f}" for k in ("mean", "low", "high")),
+                                            ci["n"], ""])
+            for step in result.get("sanity", []):
+                for metric in ("rank_correlation", "ssim"):
+                    writer.writerow(head + [f"sanity_{metric}@{step['block']}", "all", f"{step[metric]:.4f}", "",
+                                            "", "", ""])
+
+
+def chance_of(result: dict, metric: str, cls: str) -> float | None:
+    """The mean chance level of a hit rate, overall or for one class; None for other metrics."""
+    key = CHANCE.get(metric)
+    if key is None or key not in result["scores"]:
+        return None
+    summary = result["scores"][key]
+    ci = summary["overall"] if cls == "all" else summary["per_class"].get(cls)
+    return ci["mean"] if ci else None
+
+
+def evaluate(cfg: dict, run_dir: Path) -> list[str]:
+    """Evaluate every checkpoint (and layer), write metrics and the report; returns unreadable files."""
+    check_patterns(cfg["patterns"], [])
+    payloads = []
+    for path in checkpoint_paths(cfg["ckpt"], cfg["sweep"]):
+        payloads.append({**load_checkpoint(path), "path": str(path)})
+    shortcut, control = ({**load_checkpoint(cfg[key]), "path": cfg[key]} if cfg[key] else None
+                         for key in ("shortcut_ckpt", "control_ckpt"))
+    if control and not shortcut:
+        raise CxrcamError("control_ckpt is the shortcut audit's control: give shortcut_ckpt too")
+    device = select_device(cfg["device"])
+    methods, layers = ([v] if not isinstance(v, list) else v for v in (cfg["cam"]["method"], cfg["cam"]["layer"]))
+    if len({p["meta"]["split"]["sha256"] for p in payloads}) > 1 and not cfg["split_file"]:
+        log.warning("the checkpoints were trained on different splits: each is evaluated on its own %s images",
+                    cfg["split"])
+    run_dir.mkdir(parents=True, exist_ok=True)
+    results, failures, loaded = [], [], {}
+    for payload in payloads:
+        meta = payload["meta"]
+        check_patterns(cfg["patterns"], meta["class_names"])
+        key = (cfg["split_file"] or meta["split"]["path"], meta["image_size"])
+        if key not in loaded:  # models of a sweep share their split and size: load once
+            images = split_images(key[0], meta["class_names"], cfg["split"], cfg["max_per_class"], cfg["seed"])
+            loaded[key] = load_samples(images, meta["image_size"])
+            failures += [f for f in loaded[key][1] if f not in failures]
+        samples = loaded[key][0]
+        if not samples:
+            raise CxrcamError(f"none of the {cfg['split']} images of {key[0]} could be read")
+        for method in methods:
+            for layer_name in layers:
+                result = evaluate_model(payload, samples, method, layer_name or meta["target_layer"], cfg, device)
+                print(f"cxrcam.evaluate: {result['model']} {method} at {result['layer']} ({result['n_images']} "
+                      f"images): {result['seconds']:.1f} s", flush=True)
+                results.append(result)
+    audit = shortcut_audit(shortcut, control, payloads, methods, cfg, device) if shortcut else None
+    write_metrics(results, run_dir, audit)
+    write_report(results, audit, payloads, cfg, run_dir)
+    log.info("report: %s", run_dir / "report.html")
+    return failures
+
+
+@hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="evaluate")
+def main(cfg: DictConfig) -> None:
+    try:
+        failures = evaluate(OmegaConf.to_container(cfg, resolve=True), Path(HydraConfig.get().runtime.output_dir))
+    except CxrcamError as exc:
+        print(f"cxrcam.evaluate: error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    if failures:
+        print(f"cxrcam.evaluate: {len(failures)} file(s) could not be read: {', '.join(failures)}", file=sys.stderr)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,75 @@
+"""The images an evaluation scores, each with the masks that exist for it, at the model's size."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+from tqdm import tqdm
+
+from cxrcam.data.images import load_image
+from cxrcam.data.layout import MASK_FOLDERS
+from cxrcam.data.split import read_split
+from cxrcam.errors import CxrcamError
+from cxrcam.evaluation.anatomy import read_mask, sibling_mask_path
+
+log = logging.getLogger(__name__)
+LUNG_MASKS, LESION_MASKS, MARKER_MASKS = MASK_FOLDERS
+
+
+@dataclass
+class Sample:
+    path: str
+    label: str
+    gray: np.ndarray  # uint8 (size, size): what the model sees before normalisation
+    lungs: np.ndarray | None  # bool masks of the same shape, None where the dataset has none
+    lesion: np.ndarray | None  # all False for an image without a finding (Normal)
+    marker: np.ndarray | None  # a burned-in marker (synthetic confounder)
+
+
+def split_images(split_file: str, classes: list[str], split: str, max_per_class: int | None,
+                 seed: int = 0) -> list[tuple[str, str]]:
+    """(path, label) of one split of a split.csv; with ``max_per_class``, a seeded choice per class."""
+    rows = [r for r in read_split(split_file, classes) if r["split"] == split]
+    if not rows:
+        raise CxrcamError(f"split file {split_file} has no {split!r} images; use split=test, val or train")
+    chosen = []
+    for label in classes:
+        paths = sorted(r["path"] for r in rows if r["label"] == label)
+        if max_per_class is not None and len(paths) > max_per_class:
+            keep = np.random.default_rng([seed, classes.index(label)]).choice(len(paths), max_per_class, replace=False)
+            paths = [paths[i] for i in sorted(keep)]
+        chosen += [(p, label) for p in paths]
+    return chosen
+
+
+def _optional_mask(path: str, folder: str, size: int) -> np.ndarray | None:
+    mask_path = sibling_mask_path(path, folder)
+    return read_mask(mask_path, size) if mask_path is not None else None
+
+
+def load_samples(images: list[tuple[str, str]], size: int) -> tuple[list[Sample], list[str]]:
+    """The readable samples, and the files (image or mask) that could not be read: each is logged
+    and its image left out, so one bad file never stops the evaluation."""
+    samples, failures = [], []
+    for path, label in tqdm(images, desc="loading images and masks", unit="img"):
+        try:
+            samples.append(Sample(path, label, load_image(path, size), _optional_mask(path, LUNG_MASKS, size),
+                                  _optional_mask(path, LESION_MASKS, size), _optional_mask(path, MARKER_MASKS, size)))
+        except CxrcamError as exc:
+            log.error("%s", exc)
+            failures.append(path)
+    return samples, failures
+
+
+def balanced_subset(labels: list[str], n: int, seed: int = 0) -> list[int]:
+    """Up to ``n`` indices taken in turn from each class (seeded order), for the costly checks."""
+    rng = np.random.default_rng(seed)
+    queues = [list(rng.permutation([i for i, lab in enumerate(labels) if lab == c])) for c in dict.fromkeys(labels)]
+    chosen = []
+    while len(chosen) < min(n, len(labels)):
+        for queue in queues:
+            if queue and len(chosen) < n:
+                chosen.append(int(queue.pop(0)))
+    return sorted(chosen)

@@ -1,0 +1,210 @@
+"""The evaluation report's figures; each takes the results of cxrcam.evaluate and writes one PNG.
+
+A result is one model with one CAM method at one layer; its label says all three, since the report
+must keep, say, ResNet50 at layer3 and at layer4, or Grad-CAM and HiResCAM, apart.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from cxrcam.evaluation.attribution import AXES  # noqa: E402
+from cxrcam.reporting.overlays import overlay_rgb  # noqa: E402
+
+LOCALISATION = (("pointing", "pointing game"), ("pointing_tolerant", "pointing game, tolerant"),
+                ("zone_hit", "zone-level hit"), ("energy", "energy in lesion"), ("otsu_iou", "Otsu IoU"))
+MARGINALS = [name for names in AXES.values() for name in names]
+
+
+def result_label(result: dict) -> str:
+    grid = "x".join(map(str, result["grid"]))
+    return f"{result['model']} {result['method']} @ {result['layer']} ({grid})"
+
+
+def _save(fig, path: Path) -> None:
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def plot_examples(results: list[dict], classes: list[str], path: Path) -> None:
+    """Rows = model/layer, columns = classes: the first test image of each class with its CAM."""
+    fig, axes = plt.subplots(len(results), len(classes), figsize=(2.5 * len(classes), 2.6 * len(results)),
+                             squeeze=False)
+    for r, result in enumerate(results):
+        for c, cls in enumerate(classes):
+            ax = axes[r, c]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if cls in result["arrays"]["example"]:
+                gray, cam = result["arrays"]["example"][cls]
+                ax.imshow(overlay_rgb(gray, cam))
+            if r == 0:
+                ax.set_title(cls, fontsize=10)
+            if c == 0:
+                ax.set_ylabel(result_label(result), fontsize=8)
+    fig.suptitle("CAM of the true class, first test image of each class", fontsize=11)
+    _save(fig, path)
+
+
+def plot_mean_heatmaps(results: list[dict], classes: list[str], path: Path) -> None:
+    """Rows = model/layer, columns = classes: the class's mean CAM, with the mean lung outline."""
+    fig, axes = plt.subplots(len(results), len(classes), figsize=(2.4 * len(classes), 2.5 * len(results)),
+                             squeeze=False)
+    for r, result in enumerate(results):
+        for c, cls in enumerate(classes):
+            ax = axes[r, c]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if cls in result["arrays"]["mean_heatmaps"]:
+                heat, lungs = result["arrays"]["mean_heatmaps"][cls]
+                ax.imshow(heat, cmap="jet", vmin=0, vmax=max(float(heat.max()), 1e-6))
+                if lungs is not None:
+                    ax.contour(lungs, levels=[0.5], colors="white", linewidths=1.0)
+            if r == 0:
+                ax.set_title(cls, fontsize=10)
+            if c == 0:
+                ax.set_ylabel(result_label(result), fontsize=8)
+    fig.suptitle("Mean CAM per class (lung-aligned frame: lungs' bounding box; white: mean lung outline; "
+                 "patient's right on the left)", fontsize=9)
+    _save(fig, path)
+
+
+def plot_localisation(results: list[dict], classes: list[str], path: Path) -> None:
+    """One panel per score: bars per class and model with 95 % CIs; black ticks: chance level."""
+    groups = ["all"] + [c for c in classes if any(c in r["scores"].get("pointing", {}).get("per_class", {})
+                                                   for r in results)]
+    fig, axes = plt.subplots(1, len(LOCALISATION), figsize=(4.2 * len(LOCALISATION), 3.6), squeeze=False)
+    width = 0.8 / len(results)
+    for ax, (metric, title) in zip(axes[0], LOCALISATION, strict=True):
+        for m, result in enumerate(results):
+            summary = result["scores"].get(metric)
+            if not summary:
+                continue
+            cis = [summary["overall"] if g == "all" else summary["per_class"].get(g) for g in groups]
+            x = np.arange(len(groups)) + (m - (len(results) - 1) / 2) * width
+            means = np.array([ci["mean"] if ci else np.nan for ci in cis])
+            errors = np.array([[ci["mean"] - ci["low"], ci["high"] - ci["mean"]] if ci else [0, 0] for ci in cis]).T
+            ax.bar(x, means, width, yerr=errors, capsize=2, label=result_label(result))
+            chance_key = {"energy": "pointing_chance"}.get(metric, f"{metric}_chance")
+            if chance_key in result["scores"]:
+                chance = result["scores"][chance_key]
+                levels = [chance["overall"] if g == "all" else chance["per_class"].get(g) for g in groups]
+                ax.scatter(x, [lv["mean"] if lv else np.nan for lv in levels], marker="_", s=120, color="black",
+                           zorder=3, label="chance" if m == 0 else None)
+        ax.set_xticks(np.arange(len(groups)), groups, rotation=20, fontsize=8)
+        ax.set_ylim(0, 1)
+        ax.set_title(title, fontsize=10)
+    axes[0, 0].legend(fontsize=7, loc="upper left")
+    _save(fig, path)
+
+
+def plot_zone_profiles(results: list[dict], classes: list[str], path: Path) -> None:
+    """Rows = model/layer, columns = classes: CAM mass per height, side and depth (coloured) next to
+    the lung area's share (grey), which is what a flat map would give."""
+    fig, axes = plt.subplots(len(results), len(classes), figsize=(3.2 * len(classes), 2.4 * len(results)),
+                             squeeze=False, sharey=True)
+    x = np.arange(len(MARGINALS))
+    for r, result in enumerate(results):
+        for c, cls in enumerate(classes):
+            ax = axes[r, c]
+            profile = result["zone_profiles"].get(cls)
+            if profile:
+                cam, area = (_marginals(profile[k]) for k in ("cam", "area"))
+                ax.bar(x - 0.2, area, 0.4, color="0.75", label="lung area")
+                ax.bar(x + 0.2, cam, 0.4, color="tab:red", label="CAM mass")
+            ax.set_xticks(x, MARGINALS, rotation=60, fontsize=7)
+            ax.set_ylim(0, 1)
+            if r == 0:
+                ax.set_title(cls, fontsize=10)
+            if c == 0:
+                ax.set_ylabel(result_label(result), fontsize=7)
+    axes[0, 0].legend(fontsize=7)
+    fig.suptitle("Zone profile inside the lungs (patient's sides)", fontsize=10)
+    _save(fig, path)
+
+
+def _marginals(zone_shares: dict) -> list[float]:
+    return [sum(v for zone, v in zone_shares.items() if name in zone.split("-")) for name in MARGINALS]
+
+
+def plot_pattern_agreement(results: list[dict], classes: list[str], path: Path) -> None:
+    """Rows = the lesion masks (reference), then model/layer; columns = class: criterion; cells: the
+    share of images whose CAM agrees."""
+    columns = [(c, crit) for c in classes for crit in results[0]["patterns"].get(c, [])]
+    rows = [("lesion masks (reference)", results[0]["lesion_patterns"])] + [(result_label(r), r["scores"])
+                                                                            for r in results]
+    values = np.array([[scores.get(f"pattern:{crit}", {}).get("per_class", {}).get(c, {}).get("mean", np.nan)
+                        for c, crit in columns] for _, scores in rows])
+    fig, ax = plt.subplots(figsize=(1.1 * len(columns) + 3, 0.55 * len(rows) + 1.8))
+    image = ax.imshow(values, cmap="RdYlGn", vmin=0, vmax=1, aspect="auto")
+    for (i, j), v in np.ndenumerate(values):
+        ax.text(j, i, "n/a" if np.isnan(v) else f"{v:.2f}", ha="center", va="center", fontsize=8)
+    ax.set_xticks(np.arange(len(columns)), [f"{c}\n{crit}" for c, crit in columns], fontsize=7, rotation=30)
+    ax.set_yticks(np.arange(len(rows)), [label for label, _ in rows], fontsize=8)
+    fig.colorbar(image, ax=ax, label="share of images agreeing")
+    ax.set_title("Agreement with the expected pattern of each class", fontsize=10)
+    _save(fig, path)
+
+
+def plot_sanity(results: list[dict], path: Path) -> None:
+    """One panel per model/layer: rank correlation and SSIM with the trained CAM as blocks are
+    re-initialised from the output end; a passing method falls (dashed: 0.3)."""
+    checked = [r for r in results if r.get("sanity")]
+    fig, axes = plt.subplots(1, len(checked), figsize=(4.6 * len(checked), 3.6), squeeze=False)
+    for ax, result in zip(axes[0], checked, strict=True):
+        steps = result["sanity"]
+        x = np.arange(len(steps))
+        ax.plot(x, [s["rank_correlation"] for s in steps], "o-", label="Spearman rank correlation")
+        ax.plot(x, [s["ssim"] for s in steps], "s--", label="SSIM")
+        ax.axhline(0.3, color="black", linestyle=":", linewidth=1)
+        ax.set_xticks(x, [s["block"] for s in steps], rotation=90, fontsize=6)
+        ax.set_ylim(-0.5, 1.05)
+        ax.set_title(result_label(result), fontsize=9)
+        ax.set_xlabel("randomised down to block (cumulative)", fontsize=8)
+    axes[0, 0].legend(fontsize=7)
+    _save(fig, path)
+
+
+def plot_road(results: list[dict], path: Path) -> None:
+    """Probability change as the most (solid) or least (dashed) relevant pixels are imputed."""
+    fig, ax = plt.subplots(figsize=(9.5, 3.8))
+    for i, result in enumerate(r for r in results if "faithfulness" in r):
+        faith = result["faithfulness"]
+        removed = [100 - p for p in faith["percentiles"]]
+        colour = f"C{i}"
+        ax.plot(removed, faith["road_morf"], "o-", color=colour, label=f"{result_label(result)} most relevant first")
+        ax.plot(removed, faith["road_lerf"], "o--", color=colour, label="least relevant first")
+    ax.axhline(0, color="black", linewidth=0.8)
+    ax.set_xlabel("% of pixels removed (ROAD imputation)")
+    ax.set_ylabel("change in true-class probability")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))
+    _save(fig, path)
+
+
+def plot_shortcut(audit: dict, path: Path) -> None:
+    """Columns = models (confounded first): mean CAM over the marked images in the image frame,
+    then the CAM of one marked image."""
+    rows = audit["rows"]
+    fig, axes = plt.subplots(2, len(rows), figsize=(3.2 * len(rows), 6.4), squeeze=False)
+    for m, row in enumerate(rows):
+        means = [heat for heat, _ in row["arrays"]["mean_heatmaps"].values()]
+        counts = [row["scores"]["lung_share"]["per_class"][c]["n"] for c in row["arrays"]["mean_heatmaps"]]
+        mean = np.average(means, axis=0, weights=counts)
+        axes[0, m].imshow(mean, cmap="jet", vmin=0, vmax=max(float(mean.max()), 1e-6))
+        share = row["scores"]["marker_share"]["overall"]["mean"]
+        axes[0, m].set_title(f"{row['role']}: {row['model']} {row['method']}\nmean CAM, {share:.1%} on the marker",
+                             fontsize=9)
+        gray, cam = next(iter(row["arrays"]["example"].values()))
+        axes[1, m].imshow(overlay_rgb(gray, cam))
+        axes[1, m].set_title("one marked test image", fontsize=9)
+        for ax in axes[:, m]:
+            ax.set_xticks([])
+            ax.set_yticks([])
+    _save(fig, path)

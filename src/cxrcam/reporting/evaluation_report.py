@@ -1,0 +1,391 @@
+"""The evaluation report: one document, rendered as a self-contained HTML page (figures embedded)
+and a Markdown twin (figures beside it), in the order of the seed's slides: data, models, metrics,
+per-class CAMs, model comparison, zone profiles, localisation, faithfulness, sanity check, shortcut
+audit, conclusions. Every sentence of the conclusions is computed from the numbers above it.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+from collections import Counter
+from pathlib import Path
+
+from cxrcam.data.split import read_split
+from cxrcam.reporting import evaluation_figures as figures
+from cxrcam.reporting.evaluation_figures import result_label
+
+PASS_RANK_CORRELATION = 0.3  # a sanity check passes when the fully randomised CAM falls below this
+
+
+def ci_text(ci: dict | None, percent: bool = False) -> str:
+    if not ci or not ci.get("n"):
+        return "n/a"
+    f = (lambda v: f"{v:.1%}") if percent else (lambda v: f"{v:.2f}")
+    return f"{f(ci['mean'])} [{f(ci['low'])}, {f(ci['high'])}]"
+
+
+def overall(result: dict, metric: str) -> dict | None:
+    return result["scores"].get(metric, {}).get("overall")
+
+
+def per_class(result: dict, metric: str, cls: str) -> dict | None:
+    return result["scores"].get(metric, {}).get("per_class", {}).get(cls)
+
+
+def _ci_of(result: dict, metric: str, cls: str | None) -> dict | None:
+    """Overall (cls None) or one class's interval."""
+    return overall(result, metric) if cls is None else per_class(result, metric, cls)
+
+
+def _hit(result: dict, metric: str, chance: str, cls: str | None = None) -> str:
+    """A hit rate with its CI and chance level, e.g. '0.74 [0.66, 0.81] (chance 0.06)'."""
+    value, level = _ci_of(result, metric, cls), _ci_of(result, chance, cls)
+    return "n/a" if not value else f"{ci_text(value)} (chance {level['mean']:.2f})"
+
+
+class Document:
+    """Blocks of a report: headings, paragraphs, tables and figures, rendered twice."""
+
+    def __init__(self, title: str):
+        self.title, self.blocks = title, []
+
+    def heading(self, text: str) -> None:
+        self.blocks.append(("h2", text))
+
+    def para(self, text: str) -> None:
+        self.blocks.append(("p", text))
+
+    def bullets(self, items: list[str]) -> None:
+        self.blocks.append(("ul", items))
+
+    def table(self, header: list[str], rows: list[list]) -> None:
+        self.blocks.append(("table", header, [[str(c) for c in row] for row in rows]))
+
+    def figure(self, path: Path, caption: str) -> None:
+        self.blocks.append(("img", path, caption))
+
+    def html(self) -> str:
+        out = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(self.title)}</title>",
+               f"<style>{CSS}</style></head><body><h1>{html.escape(self.title)}</h1>"]
+        for block in self.blocks:
+            kind = block[0]
+            if kind == "h2":
+                out.append(f"<h2>{html.escape(block[1])}</h2>")
+            elif kind == "p":
+                out.append(f"<p>{html.escape(block[1])}</p>")
+            elif kind == "ul":
+                out.append("<ul>" + "".join(f"<li>{html.escape(i)}</li>" for i in block[1]) + "</ul>")
+            elif kind == "table":
+                head = "".join(f"<th>{html.escape(h)}</th>" for h in block[1])
+                body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>"
+                               for row in block[2])
+                out.append(f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
+            else:
+                data = base64.b64encode(block[1].read_bytes()).decode()
+                out.append(f"<figure><img src='data:image/png;base64,{data}' alt='{html.escape(block[2])}'>"
+                           f"<figcaption>{html.escape(block[2])}</figcaption></figure>")
+        return "\n".join(out + ["</body></html>"])
+
+    def markdown(self, base: Path) -> str:
+        out = [f"# {self.title}", ""]
+        for block in self.blocks:
+            kind = block[0]
+            if kind == "h2":
+                out += [f"## {block[1]}", ""]
+            elif kind == "p":
+                out += [block[1], ""]
+            elif kind == "ul":
+                out += [f"- {item}" for item in block[1]] + [""]
+            elif kind == "table":
+                out += ["| " + " | ".join(block[1]) + " |", "|" + "---|" * len(block[1])]
+                out += ["| " + " | ".join(c.replace("|", "/") for c in row) + " |" for row in block[2]] + [""]
+            else:
+                out += [f"![{block[2]}]({block[1].relative_to(base).as_posix()})", "", f"*{block[2]}*", ""]
+        return "\n".join(out)
+
+
+CSS = """body{font-family:system-ui,sans-serif;max-width:1180px;margin:2em auto;padding:0 1em;color:#222}
+h1{font-size:1.6em}h2{font-size:1.25em;border-bottom:1px solid #ccc;padding-bottom:.2em;margin-top:1.8em}
+table{border-collapse:collapse;margin:.8em 0;font-size:.85em}th,td{border:1px solid #ccc;padding:.3em .6em;
+text-align:left}th{background:#f2f2f2}tr:nth-child(even) td{background:#fafafa}
+figure{margin:1em 0}img{max-width:100%;border:1px solid #eee}figcaption{font-size:.85em;color:#555}
+li{margin:.25em 0}"""
+
+
+def write_report(results: list[dict], audit: dict | None, payloads: list[dict], cfg: dict, out_dir: Path) -> None:
+    """report.html (self-contained) and report.md (figures in figures/) for one run or a sweep."""
+    fig_dir = out_dir / "figures"
+    fig_dir.mkdir(parents=True, exist_ok=True)
+    classes = payloads[0]["meta"]["class_names"]
+    doc = Document(f"cxrcam evaluation: {', '.join(dict.fromkeys(r['model'] for r in results))}")
+    methods = ", ".join(dict.fromkeys(r["method"] for r in results))
+    doc.para(f"CAM method(s): {methods}; every CAM is the map of the image's true class on the {cfg['split']} "
+             "split. Intervals are 95 % percentile-bootstrap confidence intervals over images "
+             f"({cfg['bootstrap']['n_resamples']} resamples, seed {cfg['seed']}).")
+    _data_section(doc, results, payloads, cfg)
+    _models_section(doc, results, payloads)
+    _cams_section(doc, results, classes, fig_dir)
+    _comparison_section(doc, results)
+    _zones_section(doc, results, classes, fig_dir)
+    _localisation_section(doc, results, classes, fig_dir, cfg)
+    _faithfulness_section(doc, results, fig_dir)
+    _sanity_section(doc, results, fig_dir)
+    if audit:
+        _shortcut_section(doc, audit, fig_dir)
+    doc.heading("Conclusions")
+    doc.bullets(conclusions(results, audit))
+    (out_dir / "report.html").write_text(doc.html())
+    (out_dir / "report.md").write_text(doc.markdown(out_dir))
+
+
+def _data_section(doc: Document, results: list[dict], payloads: list[dict], cfg: dict) -> None:
+    doc.heading("Data")
+    meta = payloads[0]["meta"]
+    split_file = cfg["split_file"] or meta["split"]["path"]
+    counts = Counter((r["label"], r["split"]) for r in read_split(split_file, meta["class_names"]))
+    doc.para(f"Split file {split_file}; classes {', '.join(meta['class_names'])}.")
+    doc.table(["class", "train", "val", "test"],
+              [[c] + [counts[(c, s)] for s in ("train", "val", "test")] for c in meta["class_names"]])
+    masks = results[0]["masks"]
+    doc.para(f"Of the {results[0]['n_images']} evaluated images, {masks['lungs']} have a lung mask, "
+             f"{masks['lesion']} a non-empty lesion mask and {masks['marker']} a burned-in marker mask. "
+             "Localisation is scored on images with a lesion mask, lung-relative measures on images with "
+             "a lung mask.")
+
+
+def _models_section(doc: Document, results: list[dict], payloads: list[dict]) -> None:
+    doc.heading("Models and classification metrics")
+    rows = []
+    for payload in payloads:
+        metrics_file = Path(payload["path"]).parents[1] / "test_metrics.json"
+        m = json.loads(metrics_file.read_text()) if metrics_file.is_file() else {}
+        meta = payload["meta"]
+        rows.append([Path(payload["path"]).parents[1].name, meta["model_name"], meta["image_size"],
+                     m.get("epochs", "n/a"), *(f"{m[k]:.3f}" if k in m else "n/a"
+                                              for k in ("accuracy", "balanced_accuracy", "macro_f1", "macro_auroc"))])
+    doc.table(["run", "model", "input px", "epochs", "test accuracy", "balanced acc.", "macro F1", "macro AUROC"],
+              rows)
+    doc.table(["model @ layer", "parameters", "CAM grid", "accuracy on evaluated images", "evaluation time"],
+              [[result_label(r), f"{r['parameters'] / 1e6:.1f}M", "x".join(map(str, r["grid"])),
+                f"{r['accuracy']:.3f}", f"{r['seconds']:.0f} s"] for r in results])
+
+
+def _cams_section(doc: Document, results: list[dict], classes: list[str], fig_dir: Path) -> None:
+    doc.heading("Per-class CAMs")
+    figures.plot_examples(results, classes, fig_dir / "examples.png")
+    doc.figure(fig_dir / "examples.png", "CAM of the true class on the first test image of each class")
+    figures.plot_mean_heatmaps(results, classes, fig_dir / "mean_heatmaps.png")
+    doc.figure(fig_dir / "mean_heatmaps.png", "Mean CAM per class over the evaluated images, lung-aligned")
+
+
+def _comparison_section(doc: Document, results: list[dict]) -> None:
+    doc.heading("Model comparison")
+    doc.para("Hit rates with 95 % CIs and their chance level (the share of the image where a random point "
+             "scores a hit). Lung share: CAM mass inside the lungs (chance: the lungs' share of the image).")
+    rows = []
+    for r in results:
+        final = r["sanity"][-1]["rank_correlation"] if r.get("sanity") else None
+        road = r.get("faithfulness", {}).get("road_combined")
+        rows.append([result_label(r), _hit(r, "pointing", "pointing_chance"), _hit(r, "zone_hit", "zone_hit_chance"),
+                     _hit(r, "energy", "pointing_chance"), ci_text(overall(r, "otsu_iou")),
+                     _hit(r, "lung_share", "lung_share_flat"), ci_text(road),
+                     "n/a" if final is None else f"{final:.2f}"])
+    doc.table(["model @ layer (grid)", "pointing game", "zone-level hit", "energy in lesion", "Otsu IoU",
+               "lung share", "ROAD combined", "rank corr. fully randomised"], rows)
+
+
+def _zones_section(doc: Document, results: list[dict], classes: list[str], fig_dir: Path) -> None:
+    doc.heading("Zone profiles and expected patterns")
+    doc.para("Zones are thirds of each lung's height, its medial and lateral halves, and the patient's side, "
+             "measured on each lung's own extent. A height or depth criterion agrees when the CAM puts more "
+             "mass there than the zones' share of lung area.")
+    figures.plot_zone_profiles(results, classes, fig_dir / "zone_profiles.png")
+    doc.figure(fig_dir / "zone_profiles.png", "CAM mass per lung zone (red) against lung area (grey)")
+    figures.plot_pattern_agreement(results, classes, fig_dir / "pattern_agreement.png")
+    doc.figure(fig_dir / "pattern_agreement.png", "Share of each class's images whose CAM shows the expected "
+                                                  "pattern (seed: Lung Disease Features)")
+    rows = []
+    for c in classes:
+        for criterion in results[0]["patterns"].get(c, []):
+            rows.append([c, criterion] + [_agreement(results[0]["lesion_patterns"], criterion, c)]
+                        + [_agreement(r["scores"], criterion, c) for r in results])
+    doc.para("Each cell: share of images agreeing [95 % CI]; measured: the mean value it was judged on (a "
+             "share of lung mass, a left/right ratio or an evenness). The lesion-mask column scores the lesion "
+             "masks as if they were CAMs: a criterion they meet is reachable on this data.")
+    doc.table(["class", "expected", "lesion masks (reference)", *(result_label(r) for r in results)], rows)
+
+
+def _agreement(scores: dict, criterion: str, cls: str) -> str:
+    agrees = scores.get(f"pattern:{criterion}", {}).get("per_class", {}).get(cls)
+    if not agrees:
+        return "n/a"
+    measured = scores[f"pattern_value:{criterion}"]["per_class"][cls]["mean"]
+    return f"{ci_text(agrees)}; measured {measured:.2f}"
+
+
+def _localisation_section(doc: Document, results: list[dict], classes: list[str], fig_dir: Path,
+                          cfg: dict) -> None:
+    doc.heading("Localisation against lesion masks")
+    if not any("pointing" in r["scores"] for r in results):
+        doc.para("No evaluated image has a lesion mask (<class>/lesion_masks/ beside images/): localisation "
+                 "was not scored.")
+        return
+    doc.para("Pointing game: the CAM's peak inside the lesion; tolerant: within "
+             f"{cfg['localisation']['pointing_tolerance']:.1%} of the image side of it; zone-level: the peak in a "
+             "lung zone that holds at least 10 % of the lesion; energy: the share of CAM mass inside the lesion; "
+             "Otsu IoU: the Otsu-thresholded CAM against the lesion (CheXlocalize). The CAM grid is the "
+             "target layer's resolution: a 4x4 map cannot point inside a small lesion.")
+    figures.plot_localisation(results, classes, fig_dir / "localisation.png")
+    doc.figure(fig_dir / "localisation.png", "Localisation per class with 95 % CIs; black ticks: chance level")
+    rows = []
+    for r in results:
+        for c in ["all"] + classes:
+            cls = None if c == "all" else c
+            pointing = _ci_of(r, "pointing", cls)
+            if pointing is None:
+                continue
+            rows.append([result_label(r), c, pointing["n"], _hit(r, "pointing", "pointing_chance", cls),
+                         _hit(r, "pointing_tolerant", "pointing_tolerant_chance", cls),
+                         _hit(r, "zone_hit", "zone_hit_chance", cls), ci_text(_ci_of(r, "energy", cls)),
+                         ci_text(_ci_of(r, "otsu_iou", cls))])
+    doc.table(["model @ layer (grid)", "class", "images", "pointing game", "pointing, tolerant", "zone-level hit",
+               "energy in lesion", "Otsu IoU"], rows)
+
+
+def _faithfulness_section(doc: Document, results: list[dict], fig_dir: Path) -> None:
+    checked = [r for r in results if "faithfulness" in r]
+    if not checked:
+        return
+    doc.heading("Faithfulness")
+    doc.para("ROAD (pytorch-grad-cam): pixels are removed by noisy linear imputation, most or least relevant "
+             "first; combined = mean over thresholds of (least-first change - most-first change) / 2, above 0 "
+             "when the CAM's pixels matter to the model. Confidence drop: relative fall of the true-class "
+             "probability when the image is multiplied by its CAM (Average Drop, lower is better).")
+    figures.plot_road(checked, fig_dir / "road.png")
+    doc.figure(fig_dir / "road.png", "ROAD: true-class probability change against the share of pixels removed")
+    doc.table(["model @ layer (grid)", "images", "ROAD combined", "confidence drop", "confidence increase rate"],
+              [[result_label(r), r["faithfulness"]["n_images"], ci_text(r["faithfulness"]["road_combined"]),
+                ci_text(r["faithfulness"]["confidence_drop"]), ci_text(r["faithfulness"]["confidence_increase"])]
+               for r in checked])
+
+
+def _sanity_section(doc: Document, results: list[dict], fig_dir: Path) -> None:
+    checked = [r for r in results if r.get("sanity")]
+    if not checked:
+        return
+    doc.heading("Sanity check: cascading model-parameter randomisation")
+    doc.para("Blocks are re-initialised from the output end, one more at each step (Adebayo et al. 2018); each "
+             "CAM is compared with the trained model's on the same images. A CAM that depends on the learned "
+             f"weights falls: the check passes when the rank correlation ends below {PASS_RANK_CORRELATION}.")
+    figures.plot_sanity(checked, fig_dir / "sanity.png")
+    doc.figure(fig_dir / "sanity.png", "Similarity to the trained model's CAM as blocks are randomised")
+    doc.table(["model @ layer (grid)", "blocks", "rank corr. after the top block", "rank corr. fully randomised",
+               "SSIM fully randomised", "passes"],
+              [[result_label(r), len(r["sanity"]) - 1, f"{r['sanity'][1]['rank_correlation']:.2f}",
+                f"{r['sanity'][-1]['rank_correlation']:.2f}", f"{r['sanity'][-1]['ssim']:.2f}",
+                "yes" if r["sanity"][-1]["rank_correlation"] < PASS_RANK_CORRELATION else "no"] for r in checked])
+
+
+def _shortcut_section(doc: Document, audit: dict, fig_dir: Path) -> None:
+    doc.heading("Shortcut audit: a burned-in marker")
+    doc.para(f"Confounded: trained on data where a burned-in corner marker goes with some classes more than "
+             f"others. Control: the same training with the marker on every class alike. Both, and the evaluated "
+             f"models that never saw a marker, on the {audit['n_marked']} test images (of {audit['n_images']}) of "
+             "the confounded run that carry the marker. Marker share: CAM mass on the marker (chance: its share "
+             "of the image); per class, since the shortcut is a class's.")
+    figures.plot_shortcut(audit, fig_dir / "shortcut.png")
+    doc.figure(fig_dir / "shortcut.png", "Where the confounded and the clean model look on marked images")
+    classes = list(audit["rows"][0]["scores"]["marker_share"]["per_class"])
+    doc.table(["role", "model @ layer (grid)", "marker share, all", *(f"marker share, {c}" for c in classes),
+               "lung share", "accuracy on marked images"],
+              [[r["role"], result_label(r), _hit(r, "marker_share", "marker_share_flat"),
+                *(ci_text(per_class(r, "marker_share", c)) for c in classes),
+                _hit(r, "lung_share", "lung_share_flat"), f"{r['accuracy']:.3f}"] for r in audit["rows"]])
+
+
+def _versus_chance(ci: dict, chance: float) -> str:
+    if ci["low"] > chance:
+        return "above chance"
+    if ci["high"] < chance:
+        return "below chance"
+    return "not distinguishable from chance"
+
+
+def conclusions(results: list[dict], audit: dict | None) -> list[str]:
+    """Findings stated from the numbers: localisation against chance, lung share, patterns, sanity,
+    faithfulness and the shortcut audit."""
+    out = []
+    located = [r for r in results if overall(r, "pointing")]
+    if located:
+        best = max(located, key=lambda r: overall(r, "pointing")["mean"])
+        out.append(f"Best localisation: {result_label(best)} puts its CAM peak inside the lesion on "
+                   f"{_hit(best, 'pointing', 'pointing_chance')} of lesion images.")
+        for r in located:
+            point, zone = overall(r, "pointing"), overall(r, "zone_hit")
+            text = (f"{result_label(r)}: pointing game {_versus_chance(point, overall(r, 'pointing_chance')['mean'])}"
+                    f" ({point['mean']:.2f})")
+            if zone:
+                text += (f", zone-level hit {_versus_chance(zone, overall(r, 'zone_hit_chance')['mean'])} "
+                         f"({zone['mean']:.2f})")
+            if min(r["grid"]) <= 4:
+                text += f"; its {'x'.join(map(str, r['grid']))} CAM grid is too coarse to point inside a lesion"
+            out.append(text + ".")
+    for r in results:
+        lung, flat = overall(r, "lung_share"), overall(r, "lung_share_flat")
+        if lung and lung["high"] < flat["mean"]:
+            out.append(f"{result_label(r)} puts {lung['mean']:.0%} of its CAM mass in the lungs, less than a flat "
+                       f"map ({flat['mean']:.0%}): it looks outside the lungs; check it for shortcuts.")
+        elif lung:
+            out.append(f"{result_label(r)} puts {lung['mean']:.0%} of its CAM mass in the lungs "
+                       f"(a flat map: {flat['mean']:.0%}).")
+        agreed, missed = [], []
+        for cls, criteria in r["patterns"].items():
+            for criterion in criteria:
+                ci = per_class(r, f"pattern:{criterion}", cls)
+                if ci:
+                    (agreed if ci["mean"] >= 0.5 else missed).append(f"{cls} {criterion} ({ci['mean']:.0%})")
+        if agreed or missed:
+            out.append(f"{result_label(r)} shows the expected pattern for most images in {len(agreed)} of "
+                       f"{len(agreed) + len(missed)} criteria" + (f"; not for {', '.join(missed)}." if missed else "."))
+        if r.get("sanity"):
+            final = r["sanity"][-1]["rank_correlation"]
+            verdict = "passes" if final < PASS_RANK_CORRELATION else "fails"
+            out.append(f"{result_label(r)} {verdict} the randomisation sanity check: rank correlation "
+                       f"{final:.2f} once every block is randomised.")
+        road = r.get("faithfulness", {}).get("road_combined")
+        if road:
+            faithful = ("the pixels it marks matter to the model" if road["low"] > 0 else
+                        "not distinguishable from a map the model ignores" if road["high"] >= 0 else
+                        "removing its least relevant pixels hurts more than its most relevant ones")
+            out.append(f"{result_label(r)} ROAD combined {ci_text(road)}: {faithful}.")
+    if audit:
+        out += _shortcut_findings(audit)
+    return out
+
+
+def _shortcut_findings(audit: dict) -> list[str]:
+    """Per CAM method, the confounded model against each other row: marker share (separated when
+    the intervals do not overlap) and lung share."""
+    out = []
+    for method in dict.fromkeys(r["method"] for r in audit["rows"]):
+        rows = [r for r in audit["rows"] if r["method"] == method]
+        out += _versus_confounded(rows[0], rows[1:])
+    return out
+
+
+def _versus_confounded(confounded: dict, others: list[dict]) -> list[str]:
+    out = []
+    share = overall(confounded, "marker_share")
+    for other in others:
+        theirs = overall(other, "marker_share")
+        verdict = ("more" if share["low"] > theirs["high"] else "less" if share["high"] < theirs["low"] else
+                   "no clearly different")
+        out.append(f"Shortcut audit, {confounded['method']}: the confounded {confounded['model']} puts "
+                   f"{ci_text(share, True)} of its CAM mass on the marker, {verdict} than the {other['role']} "
+                   f"{other['model']} ({ci_text(theirs, True)}; "
+                   f"flat map {overall(confounded, 'marker_share_flat')['mean']:.1%}), and "
+                   f"{overall(confounded, 'lung_share')['mean']:.0%} in the lungs against "
+                   f"{overall(other, 'lung_share')['mean']:.0%}.")
+    return out

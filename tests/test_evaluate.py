@@ -1,0 +1,141 @@
+"""python -m cxrcam.evaluate end to end on tiny checkpoints trained here (seconds each)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+from cxrcam.config import config_dir
+from cxrcam.data.synthetic import ensure_synthetic
+from cxrcam.errors import CxrcamError
+from cxrcam.evaluate import evaluate
+from cxrcam.train import train
+
+from conftest import TINY_CLASSES, compose_train_config, tiny_train_overrides
+
+CHEAP = ["device=cpu", "faithfulness.n_images=4", "faithfulness.percentiles=[50]", "sanity.n_images=4",
+         "bootstrap.n_resamples=100"]
+
+
+def compose_evaluate_config(*overrides: str) -> dict:
+    with initialize_config_dir(version_base="1.3", config_dir=str(config_dir())):
+        return OmegaConf.to_container(compose("evaluate", overrides=[*CHEAP, *overrides]), resolve=True)
+
+
+def train_tiny(root: Path, run_dir: Path, *extra: str) -> Path:
+    train(compose_train_config(*tiny_train_overrides(root, "model=simple_cnn", "trainer.epochs=1", *extra)), run_dir)
+    return run_dir / "checkpoints" / "best.pt"
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tiny_synthetic, tmp_path_factory) -> Path:
+    return train_tiny(tiny_synthetic, tmp_path_factory.mktemp("run"))
+
+
+def test_evaluate_writes_metrics_with_chance_levels_and_a_self_contained_report(checkpoint, tmp_path):
+    assert evaluate(compose_evaluate_config(f"ckpt={checkpoint}"), tmp_path) == []
+    metrics = json.loads((tmp_path / "cam_metrics.json").read_text())
+    (result,) = metrics["models"]
+    assert result["model"] == "simple_cnn" and result["layer"] == "features.3" and result["grid"] == [2, 2]
+    assert result["n_images"] == 8 and result["masks"] == {"lungs": 8, "lesion": 6, "marker": 0}
+    scores = result["scores"]
+    assert scores["pointing"]["overall"]["n"] == 6  # Normal images have no lesion
+    assert set(scores["pointing"]["per_class"]) == {"COVID", "Lung_Opacity", "Viral Pneumonia"}
+    for metric in ("pointing", "pointing_tolerant", "zone_hit", "energy", "otsu_iou", "lung_share"):
+        ci = scores[metric]["overall"]
+        assert 0 <= ci["low"] <= ci["mean"] <= ci["high"] <= 1
+    assert 0 < scores["pointing_chance"]["overall"]["mean"] < scores["pointing_tolerant_chance"]["overall"]["mean"]
+    assert scores["pattern:diffuse"]["per_class"].keys() == {"Normal"}
+    assert result["lesion_patterns"]["pattern:unilateral"]["per_class"]["Lung_Opacity"]["mean"] == 1.0
+    assert result["faithfulness"]["n_images"] == 4 and len(result["faithfulness"]["road_morf"]) == 1
+    assert result["sanity"][0]["block"] == "trained" and len(result["sanity"]) == 7
+    assert set(result["zone_profiles"]) == set(TINY_CLASSES)
+
+    with open(tmp_path / "cam_metrics.csv") as f:
+        rows = list(csv.DictReader(f))
+    pointing = next(r for r in rows if r["metric"] == "pointing" and r["class"] == "all")
+    assert float(pointing["chance"]) == pytest.approx(scores["pointing_chance"]["overall"]["mean"], abs=1e-4)
+    assert pointing["grid"] == "2x2"
+
+    page = (tmp_path / "report.html").read_text()
+    sources = re.findall(r"<img src='([^']*)'", page)
+    assert len(sources) == 7 and all(s.startswith("data:image/png;base64,") for s in sources)
+    headings = re.findall(r"<h2>([^<]*)</h2>", page)
+    assert headings[0] == "Data" and headings[-1] == "Conclusions" and "Shortcut audit" not in page
+    assert "chance" in page and "2x2" in page
+    markdown = (tmp_path / "report.md").read_text()
+    linked = re.findall(r"!\[[^\]]*\]\(([^)]*)\)", markdown)
+    assert len(linked) == 7 and all((tmp_path / p).is_file() for p in linked)
+
+
+def test_methods_and_layers_are_reported_apart_and_bad_images_are_listed(tiny_dataset_copy, tmp_path):
+    ckpt = train_tiny(tiny_dataset_copy, tmp_path / "run")
+    with open(tmp_path / "run" / "split.csv") as f:
+        broken = next(r["path"] for r in csv.DictReader(f) if r["split"] == "test" and r["label"] == "COVID")
+    Path(broken).write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    out = tmp_path / "eval"
+    failures = evaluate(compose_evaluate_config(f"ckpt={ckpt}", "cam.layer=[features.2,features.3]",
+                                                "cam.method=[gradcam,hirescam]"), out)
+    assert failures == [broken]
+    results = json.loads((out / "cam_metrics.json").read_text())["models"]
+    assert [(r["method"], r["layer"], r["grid"], r["n_images"]) for r in results] == [
+        ("gradcam", "features.2", [4, 4], 7), ("gradcam", "features.3", [2, 2], 7),
+        ("hirescam", "features.2", [4, 4], 7), ("hirescam", "features.3", [2, 2], 7)]
+    assert results[0]["scores"] != results[2]["scores"]
+    assert "simple_cnn gradcam @ features.2 (4x4)" in (out / "report.md").read_text()
+
+
+def test_shortcut_audit_compares_marker_mass(checkpoint, tmp_path):
+    marked = ensure_synthetic(tmp_path / "marked", n_per_class=8, image_size=64, seed=1,
+                              marker={"COVID": 1.0, "Normal": 0.5})
+    assert len(list((marked / "COVID" / "marker_masks").glob("*.png"))) == 8
+    with open(marked / "metadata.csv") as f:
+        flags = [(r["label"], r["marker"]) for r in csv.DictReader(f)]
+    assert {m for label, m in flags if label == "COVID"} == {"1"}
+    assert {m for label, m in flags if label == "Lung_Opacity"} == {"0"}
+    confounded = train_tiny(marked, tmp_path / "confounded")
+    out = tmp_path / "eval"
+    evaluate(compose_evaluate_config(f"ckpt={checkpoint}", f"shortcut_ckpt={confounded}", f"control_ckpt={confounded}",
+                                     "faithfulness.n_images=2", "sanity.n_images=2"), out)
+    audit = json.loads((out / "cam_metrics.json").read_text())["shortcut_audit"]
+    assert [r["role"] for r in audit["rows"]] == ["confounded", "control", "never saw a marker"]
+    # the same model as its own control: the same shares, so no difference is claimed
+    assert audit["rows"][0]["scores"]["marker_share"] == audit["rows"][1]["scores"]["marker_share"]
+    assert audit["n_marked"] >= 2  # the 2 COVID test images at least
+    for row in audit["rows"]:
+        share = row["scores"]["marker_share"]["overall"]
+        assert share["n"] == audit["n_marked"] and 0 <= share["mean"] <= 1
+    page = (out / "report.html").read_text()
+    assert "Shortcut audit" in page and "no clearly different than the control" in page
+
+
+def test_configuration_errors_are_one_line(checkpoint, tmp_path):
+    with pytest.raises(CxrcamError, match="say which model"):
+        evaluate(compose_evaluate_config(), tmp_path)
+    with pytest.raises(CxrcamError, match="known criteria"):
+        evaluate(compose_evaluate_config(f"ckpt={checkpoint}", "patterns.COVID=[basal]"), tmp_path)
+    with pytest.raises(CxrcamError, match="give shortcut_ckpt too"):
+        evaluate(compose_evaluate_config(f"ckpt={checkpoint}", f"control_ckpt={checkpoint}"), tmp_path / "y")
+    with pytest.raises(CxrcamError, match="carry no marker"):
+        evaluate(compose_evaluate_config(f"ckpt={checkpoint}", f"shortcut_ckpt={checkpoint}"), tmp_path / "x")
+    with pytest.raises(CxrcamError, match="marker"):
+        ensure_synthetic(tmp_path / "bad", 2, 32, 0, marker={"Covid": 0.5})
+
+
+def test_command_line_reports_time_and_exit_code(checkpoint, tmp_path):
+    done = subprocess.run([sys.executable, "-m", "cxrcam.evaluate", f"ckpt={checkpoint}", *CHEAP,
+                           f"hydra.run.dir={tmp_path}"], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert re.search(r"simple_cnn gradcam at features.3 \(8 images\): [\d.]+ s", done.stdout)
+    assert (tmp_path / "report.html").is_file()
+    bad = subprocess.run([sys.executable, "-m", "cxrcam.evaluate", "ckpt=/nonexistent.pt", "device=cpu",
+                          f"hydra.run.dir={tmp_path / 'bad'}"], capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 2 and bad.stderr.strip().splitlines()[-1].startswith("cxrcam.evaluate: error:")
