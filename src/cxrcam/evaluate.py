@@ -18,17 +18,16 @@ from __future__ import annotations
 import csv
 import json
 import logging
-import sys
 import time
 from pathlib import Path
 
 import hydra
 import numpy as np
 import torch
-from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from tqdm import tqdm
 
+from cxrcam.cli import run_over_files
 from cxrcam.config import config_dir
 from cxrcam.data.dataset import build_transform
 from cxrcam.errors import CxrcamError
@@ -68,14 +67,11 @@ def to_batch(samples: list[Sample], transform, device: torch.device) -> torch.Te
     return torch.stack([transform(torch.from_numpy(s.gray)[None]) for s in samples]).to(device)
 
 
-def check_patterns(patterns: dict, classes: list[str]) -> None:
+def check_patterns(patterns: dict) -> None:
     for label, criteria in patterns.items():
         unknown = sorted(set(criteria) - set(CRITERIA))
         if unknown:
             raise CxrcamError(f"patterns.{label} names {unknown}; known criteria: {list(CRITERIA)}")
-    missing = [c for c in classes if c not in patterns]
-    if missing:
-        log.warning("no expected pattern for class(es) %s: set patterns.<class> in conf/evaluate.yaml", missing)
 
 
 def evaluate_model(payload: dict, samples: list[Sample], method: str, layer_name: str, cfg: dict,
@@ -240,7 +236,7 @@ def chance_of(result: dict, metric: str, cls: str) -> float | None:
 
 def evaluate(cfg: dict, run_dir: Path) -> list[str]:
     """Evaluate every checkpoint (and layer), write metrics and the report; returns unreadable files."""
-    check_patterns(cfg["patterns"], [])
+    check_patterns(cfg["patterns"])
     payloads = []
     for path in checkpoint_paths(cfg["ckpt"], cfg["sweep"]):
         payloads.append({**load_checkpoint(path), "path": str(path)})
@@ -257,7 +253,8 @@ def evaluate(cfg: dict, run_dir: Path) -> list[str]:
     results, failures, loaded = [], [], {}
     for payload in payloads:
         meta = payload["meta"]
-        check_patterns(cfg["patterns"], meta["class_names"])
+        if missing := [c for c in meta["class_names"] if c not in cfg["patterns"]]:
+            log.warning("no expected pattern for class(es) %s: set patterns.<class> in conf/evaluate.yaml", missing)
         key = (cfg["split_file"] or meta["split"]["path"], meta["image_size"])
         if key not in loaded:  # models of a sweep share their split and size: load once
             images = split_images(key[0], meta["class_names"], cfg["split"], cfg["max_per_class"], cfg["seed"])
@@ -281,14 +278,7 @@ def evaluate(cfg: dict, run_dir: Path) -> list[str]:
 
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="evaluate")
 def main(cfg: DictConfig) -> None:
-    try:
-        failures = evaluate(OmegaConf.to_container(cfg, resolve=True), Path(HydraConfig.get().runtime.output_dir))
-    except CxrcamError as exc:
-        print(f"cxrcam.evaluate: error: {exc}", file=sys.stderr)
-        sys.exit(2)
-    if failures:
-        print(f"cxrcam.evaluate: {len(failures)} file(s) could not be read: {', '.join(failures)}", file=sys.stderr)
-        sys.exit(1)
+    run_over_files("cxrcam.evaluate", evaluate, cfg)
 
 
 if __name__ == "__main__":

@@ -11,16 +11,15 @@ checkpoints written by ``cxrcam.train``.
 from __future__ import annotations
 
 import logging
-import sys
 from pathlib import Path
 
 import hydra
 import numpy as np
 import torch
-from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from tqdm import tqdm
 
+from cxrcam.cli import run_over_files
 from cxrcam.config import config_dir
 from cxrcam.data.dataset import build_transform
 from cxrcam.data.images import read_grayscale, resize_grayscale
@@ -184,14 +183,7 @@ def explain(cfg: dict, run_dir: Path) -> list[str]:
 
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="explain")
 def main(cfg: DictConfig) -> None:
-    try:
-        failures = explain(OmegaConf.to_container(cfg, resolve=True), Path(HydraConfig.get().runtime.output_dir))
-    except CxrcamError as exc:
-        print(f"cxrcam.explain: error: {exc}", file=sys.stderr)
-        sys.exit(2)
-    if failures:
-        print(f"cxrcam.explain: {len(failures)} file(s) could not be read: {', '.join(failures)}", file=sys.stderr)
-        sys.exit(1)
+    run_over_files("cxrcam.explain", explain, cfg)
 
 
 if __name__ == "__main__":

@@ -33,47 +33,44 @@ def _save(fig, path: Path) -> None:
     plt.close(fig)
 
 
-def plot_examples(results: list[dict], classes: list[str], path: Path) -> None:
-    """Rows = model/layer, columns = classes: the first test image of each class with its CAM."""
-    fig, axes = plt.subplots(len(results), len(classes), figsize=(2.5 * len(classes), 2.6 * len(results)),
+def _class_grid(results: list[dict], classes: list[str], draw, path: Path, title: str, cell: float) -> None:
+    """Rows = model/method/layer, columns = classes; ``draw(ax, result, cls)`` fills a cell."""
+    fig, axes = plt.subplots(len(results), len(classes), figsize=(cell * len(classes), (cell + 0.1) * len(results)),
                              squeeze=False)
     for r, result in enumerate(results):
         for c, cls in enumerate(classes):
             ax = axes[r, c]
             ax.set_xticks([])
             ax.set_yticks([])
-            if cls in result["arrays"]["example"]:
-                gray, cam = result["arrays"]["example"][cls]
-                ax.imshow(overlay_rgb(gray, cam))
+            draw(ax, result, cls)
             if r == 0:
                 ax.set_title(cls, fontsize=10)
             if c == 0:
-                ax.set_ylabel(result_label(result), fontsize=8)
-    fig.suptitle("CAM of the true class, first test image of each class", fontsize=11)
+                ax.set_ylabel(result_label(result), fontsize=7)
+    fig.suptitle(title, fontsize=10)
     _save(fig, path)
+
+
+def plot_examples(results: list[dict], classes: list[str], path: Path) -> None:
+    """The first test image of each class with its CAM."""
+    def draw(ax, result, cls):
+        if cls in result["arrays"]["example"]:
+            ax.imshow(overlay_rgb(*result["arrays"]["example"][cls]))
+
+    _class_grid(results, classes, draw, path, "CAM of the true class, first test image of each class", 2.5)
 
 
 def plot_mean_heatmaps(results: list[dict], classes: list[str], path: Path) -> None:
-    """Rows = model/layer, columns = classes: the class's mean CAM, with the mean lung outline."""
-    fig, axes = plt.subplots(len(results), len(classes), figsize=(2.4 * len(classes), 2.5 * len(results)),
-                             squeeze=False)
-    for r, result in enumerate(results):
-        for c, cls in enumerate(classes):
-            ax = axes[r, c]
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if cls in result["arrays"]["mean_heatmaps"]:
-                heat, lungs = result["arrays"]["mean_heatmaps"][cls]
-                ax.imshow(heat, cmap="jet", vmin=0, vmax=max(float(heat.max()), 1e-6))
-                if lungs is not None:
-                    ax.contour(lungs, levels=[0.5], colors="white", linewidths=1.0)
-            if r == 0:
-                ax.set_title(cls, fontsize=10)
-            if c == 0:
-                ax.set_ylabel(result_label(result), fontsize=8)
-    fig.suptitle("Mean CAM per class (lung-aligned frame: lungs' bounding box; white: mean lung outline; "
-                 "patient's right on the left)", fontsize=9)
-    _save(fig, path)
+    """The class's mean CAM, with the mean lung outline."""
+    def draw(ax, result, cls):
+        if cls in result["arrays"]["mean_heatmaps"]:
+            heat, lungs = result["arrays"]["mean_heatmaps"][cls]
+            ax.imshow(heat, cmap="jet", vmin=0, vmax=max(float(heat.max()), 1e-6))
+            if lungs is not None:
+                ax.contour(lungs, levels=[0.5], colors="white", linewidths=1.0)
+
+    _class_grid(results, classes, draw, path, "Mean CAM per class (lung-aligned frame: lungs' bounding box; white: "
+                "mean lung outline; patient's right on the left)", 2.4)
 
 
 def plot_localisation(results: list[dict], classes: list[str], path: Path) -> None:
