@@ -1,6 +1,6 @@
 # make demo: train ResNet50, DenseNet121 and SimpleCNN on the synthetic phantoms, compare their
 #            metrics and their Grad-CAMs on test images, train a SimpleCNN on phantoms with a
-#            burned-in marker (and its control), and measure all CAMs into one report
+#            burned-in marker, and measure all CAMs into one report
 # make test: the test suite (what CI runs)
 # Both create .venv with pip on first use.
 PYTHON ?= python3
@@ -19,10 +19,8 @@ demo: $(VENV)/.installed
 	$(PY) -m cxrcam.train -m experiment=demo model=resnet50,densenet121,simple_cnn hydra.sweep.dir=$(DEMO_DIR)
 	$(PY) -m cxrcam.explain sweep=$(DEMO_DIR) split=test per_class=2 hydra.run.dir=$(DEMO_DIR)/explain
 	$(PY) -m cxrcam.train experiment=shortcut hydra.run.dir=$(DEMO_DIR)/shortcut/confounded
-	$(PY) -m cxrcam.train experiment=shortcut_control hydra.run.dir=$(DEMO_DIR)/shortcut/control
 	$(PY) -m cxrcam.evaluate sweep=$(DEMO_DIR) 'cam.method=[gradcam,hirescam]' \
 		shortcut_ckpt=$(DEMO_DIR)/shortcut/confounded/checkpoints/best.pt \
-		control_ckpt=$(DEMO_DIR)/shortcut/control/checkpoints/best.pt \
 		faithfulness.n_images=8 sanity.n_images=8 hydra.run.dir=$(DEMO_DIR)/evaluate
 	@echo "demo outputs: $(DEMO_DIR) (metrics: comparison.md, Grad-CAM: explain/comparison.png," \
 		"report: evaluate/report.html)"

@@ -27,6 +27,11 @@ def result_label(result: dict) -> str:
     return f"{result['model']} {result['method']} @ {result['layer']} ({grid})"
 
 
+def figure_label(result: dict) -> str:
+    """result_label on two lines, for axis labels beside a small panel."""
+    return result_label(result).replace(" @ ", "\n@ ")
+
+
 def _save(fig, path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=100)
@@ -46,7 +51,7 @@ def _class_grid(results: list[dict], classes: list[str], draw, path: Path, title
             if r == 0:
                 ax.set_title(cls, fontsize=10)
             if c == 0:
-                ax.set_ylabel(result_label(result), fontsize=7)
+                ax.set_ylabel(figure_label(result), fontsize=8)
     fig.suptitle(title, fontsize=10)
     _save(fig, path)
 
@@ -77,9 +82,9 @@ def plot_localisation(results: list[dict], classes: list[str], path: Path) -> No
     """One panel per score: bars per class and model with 95 % CIs; black ticks: chance level."""
     groups = ["all"] + [c for c in classes if any(c in r["scores"].get("pointing", {}).get("per_class", {})
                                                    for r in results)]
-    fig, axes = plt.subplots(1, len(LOCALISATION), figsize=(4.2 * len(LOCALISATION), 3.6), squeeze=False)
+    fig, axes = plt.subplots(2, 3, figsize=(14, 7.6), squeeze=False)
     width = 0.8 / len(results)
-    for ax, (metric, title) in zip(axes[0], LOCALISATION, strict=True):
+    for ax, (metric, title) in zip(axes.flat, LOCALISATION, strict=False):
         for m, result in enumerate(results):
             summary = result["scores"].get(metric)
             if not summary:
@@ -98,7 +103,9 @@ def plot_localisation(results: list[dict], classes: list[str], path: Path) -> No
         ax.set_xticks(np.arange(len(groups)), groups, rotation=20, fontsize=8)
         ax.set_ylim(0, 1)
         ax.set_title(title, fontsize=10)
-    axes[0, 0].legend(fontsize=7, loc="upper left")
+    handles, labels = axes[0, 0].get_legend_handles_labels()
+    axes[1, 2].axis("off")
+    axes[1, 2].legend(handles, labels, fontsize=8, loc="center")
     _save(fig, path)
 
 
@@ -121,7 +128,7 @@ def plot_zone_profiles(results: list[dict], classes: list[str], path: Path) -> N
             if r == 0:
                 ax.set_title(cls, fontsize=10)
             if c == 0:
-                ax.set_ylabel(result_label(result), fontsize=7)
+                ax.set_ylabel(figure_label(result), fontsize=7)
     axes[0, 0].legend(fontsize=7)
     fig.suptitle("Zone profile inside the lungs (patient's sides)", fontsize=10)
     _save(fig, path)
@@ -154,8 +161,12 @@ def plot_sanity(results: list[dict], path: Path) -> None:
     """One panel per model/layer: rank correlation and SSIM with the trained CAM as blocks are
     re-initialised from the output end; a passing method falls (dashed: 0.3)."""
     checked = [r for r in results if r.get("sanity")]
-    fig, axes = plt.subplots(1, len(checked), figsize=(4.6 * len(checked), 3.6), squeeze=False)
-    for ax, result in zip(axes[0], checked, strict=True):
+    columns = min(3, len(checked))
+    rows = -(-len(checked) // columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(4.6 * columns, 3.9 * rows), squeeze=False)
+    for ax in axes.flat[len(checked):]:
+        ax.axis("off")
+    for ax, result in zip(axes.flat, checked, strict=False):
         steps = result["sanity"]
         x = np.arange(len(steps))
         ax.plot(x, [s["rank_correlation"] for s in steps], "o-", label="Spearman rank correlation")
@@ -186,22 +197,25 @@ def plot_road(results: list[dict], path: Path) -> None:
 
 
 def plot_shortcut(audit: dict, path: Path) -> None:
-    """Columns = models (confounded first): mean CAM over the marked images in the image frame,
-    then the CAM of one marked image."""
-    rows = audit["rows"]
-    fig, axes = plt.subplots(2, len(rows), figsize=(3.2 * len(rows), 6.4), squeeze=False)
-    for m, row in enumerate(rows):
+    """Columns = roles (confounded first); per CAM method two rows: the mean CAM over the marked
+    images in the image frame, then the CAM of one marked image."""
+    methods = list(dict.fromkeys(r["method"] for r in audit["rows"]))
+    roles = list(dict.fromkeys(r["role"] for r in audit["rows"]))
+    fig, axes = plt.subplots(2 * len(methods), len(roles), figsize=(3.3 * len(roles), 3.4 * 2 * len(methods)),
+                             squeeze=False)
+    for row in audit["rows"]:
+        top, m = 2 * methods.index(row["method"]), roles.index(row["role"])
         means = [heat for heat, _ in row["arrays"]["mean_heatmaps"].values()]
         counts = [row["scores"]["lung_share"]["per_class"][c]["n"] for c in row["arrays"]["mean_heatmaps"]]
         mean = np.average(means, axis=0, weights=counts)
-        axes[0, m].imshow(mean, cmap="jet", vmin=0, vmax=max(float(mean.max()), 1e-6))
+        axes[top, m].imshow(mean, cmap="jet", vmin=0, vmax=max(float(mean.max()), 1e-6))
         share = row["scores"]["marker_share"]["overall"]["mean"]
-        axes[0, m].set_title(f"{row['role']}: {row['model']} {row['method']}\nmean CAM, {share:.1%} on the marker",
-                             fontsize=9)
+        axes[top, m].set_title(f"{row['role']} {row['model']}, {row['method']}\nmean CAM: {share:.1%} on the marker",
+                               fontsize=9)
         gray, cam = next(iter(row["arrays"]["example"].values()))
-        axes[1, m].imshow(overlay_rgb(gray, cam))
-        axes[1, m].set_title("one marked test image", fontsize=9)
-        for ax in axes[:, m]:
-            ax.set_xticks([])
-            ax.set_yticks([])
+        axes[top + 1, m].imshow(overlay_rgb(gray, cam))
+        axes[top + 1, m].set_title(f"{row['method']}, one marked test image", fontsize=9)
+    for ax in axes.flat:
+        ax.set_xticks([])
+        ax.set_yticks([])
     _save(fig, path)

@@ -321,7 +321,8 @@ def conclusions(results: list[dict], audit: dict | None) -> list[str]:
     if located:
         best = max(located, key=lambda r: overall(r, "pointing")["mean"])
         out.append(f"Best localisation: {result_label(best)} puts its CAM peak inside the lesion on "
-                   f"{_hit(best, 'pointing', 'pointing_chance')} of lesion images.")
+                   f"{_hit(best, 'pointing', 'pointing_chance')} of lesion images, and within the pointing "
+                   f"game's tolerance on {_hit(best, 'pointing_tolerant', 'pointing_tolerant_chance')}.")
         for r in located:
             point, zone = overall(r, "pointing"), overall(r, "zone_hit")
             text = (f"{result_label(r)}: pointing game {_versus_chance(point, overall(r, 'pointing_chance')['mean'])}"
