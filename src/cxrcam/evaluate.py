@@ -168,9 +168,9 @@ def example_overlays(cams: np.ndarray, samples: list[Sample], classes: list[str]
 
 def shortcut_audit(shortcut: dict, control: dict | None, references: list[dict], methods: list[str], cfg: dict,
                    device: torch.device) -> dict:
-    """The confounded model, its control (the marker on every class alike) and the evaluated models
-    of its architecture (all when none has it), on the confounded run's test images that carry the
-    marker."""
+    """The confounded model, its control (the marker on every class alike) and the clean evaluated
+    models of its architecture (all when none has it), on the confounded run's test images that
+    carry the marker."""
     meta = shortcut["meta"]
     images = split_images(meta["split"]["path"], meta["class_names"], cfg["split"], cfg["max_per_class"], cfg["seed"])
     samples, _ = load_samples(images, meta["image_size"])
@@ -179,16 +179,18 @@ def shortcut_audit(shortcut: dict, control: dict | None, references: list[dict],
         raise CxrcamError(f"shortcut_ckpt={shortcut['path']}: its {cfg['split']} images carry no marker "
                           "(no marker_masks/); train it on data.synthetic.marker data, e.g. experiment=shortcut")
     same_arch = [r for r in references if r["meta"]["model_name"] == meta["model_name"]] or references
-    roles = [(shortcut, "confounded")] + ([(control, "control")] if control else []) + [(r, "never saw a marker")
+    roles = [(shortcut, "confounded")] + ([(control, "control")] if control else []) + [(r, "clean")
                                                                                         for r in same_arch]
+    at_size = {meta["image_size"]: marked}  # the marked images at each model's input size, loaded once
+    for payload, _ in roles:
+        size = payload["meta"]["image_size"]
+        if size not in at_size:
+            at_size[size] = load_samples([(s.path, s.label) for s in marked], size)[0]
     rows = []
     for method in methods:
         for payload, role in roles:
-            size = payload["meta"]["image_size"]
-            resized = marked if size == meta["image_size"] else load_samples([(s.path, s.label) for s in marked],
-                                                                            size)[0]
-            result = evaluate_model(payload, resized, method, payload["meta"]["target_layer"], cfg, device,
-                                    with_checks=False, lung_frame=False)
+            result = evaluate_model(payload, at_size[payload["meta"]["image_size"]], method,
+                                    payload["meta"]["target_layer"], cfg, device, with_checks=False, lung_frame=False)
             rows.append({"role": role, **result})
     return {"n_marked": len(marked), "n_images": len(samples), "rows": rows}
 
@@ -263,9 +265,10 @@ def evaluate(cfg: dict, run_dir: Path) -> list[str]:
         samples = loaded[key][0]
         if not samples:
             raise CxrcamError(f"none of the {cfg['split']} images of {key[0]} could be read")
-        for method in methods:
-            for layer_name in layers:
-                result = evaluate_model(payload, samples, method, layer_name or meta["target_layer"], cfg, device)
+        for m, method in enumerate(methods):
+            for k, layer_name in enumerate(layers):
+                result = evaluate_model(payload, samples, method, layer_name or meta["target_layer"], cfg, device,
+                                        with_checks=m == k == 0)
                 print(f"cxrcam.evaluate: {result['model']} {method} at {result['layer']} ({result['n_images']} "
                       f"images): {result['seconds']:.1f} s", flush=True)
                 results.append(result)

@@ -60,11 +60,13 @@ def make_split(data: dict, seed: int, run_dir: Path,
     if data["split_file"] or resume_meta is not None:
         rows = read_split(data["split_file"] or resume_meta["split"]["path"], classes)
         skipped = unreadable_images([r["path"] for r in rows], data["on_bad_image"])
-        rows = [r for r in rows if r["path"] not in set(skipped)]
+        bad = set(skipped)
+        rows = [r for r in rows if r["path"] not in bad]
     else:
         items = discover_images(data["root"], classes)
         skipped = unreadable_images([str(p) for p, _ in items], data["on_bad_image"])
-        rows = stratified_split([(p, c) for p, c in items if str(p) not in set(skipped)], data["val_fraction"],
+        bad = set(skipped)
+        rows = stratified_split([(p, c) for p, c in items if str(p) not in bad], data["val_fraction"],
                                 data["test_fraction"], seed)
     if skipped:
         log.warning("left out %d unreadable image(s); they are listed in test_metrics.json", len(skipped))

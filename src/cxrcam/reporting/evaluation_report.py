@@ -291,8 +291,9 @@ def _sanity_section(doc: Document, results: list[dict], fig_dir: Path) -> None:
 def _shortcut_section(doc: Document, audit: dict, fig_dir: Path) -> None:
     doc.heading("Shortcut audit: a burned-in marker")
     doc.para(f"Confounded: trained on data where a burned-in corner marker goes with some classes more than "
-             f"others. Control: the same training with the marker on every class alike. Both, and the evaluated "
-             f"models that never saw a marker, on the {audit['n_marked']} test images (of {audit['n_images']}) of "
+             f"others. Control (when given): the same training with the marker on every class alike. Clean: the "
+             f"evaluated model(s) of the same architecture. All on the {audit['n_marked']} test images (of "
+             f"{audit['n_images']}) of "
              "the confounded run that carry the marker. Marker share: CAM mass on the marker (chance: its share "
              "of the image); per class, since the shortcut is a class's.")
     figures.plot_shortcut(audit, fig_dir / "shortcut.png")
