@@ -16,7 +16,7 @@ from omegaconf import OmegaConf
 from cxrcam.config import config_dir
 from cxrcam.data.synthetic import ensure_synthetic
 from cxrcam.errors import CxrcamError
-from cxrcam.evaluate import evaluate
+from cxrcam.evaluate import evaluate, layers_for
 from cxrcam.train import train
 
 from conftest import TINY_CLASSES, compose_train_config, tiny_train_overrides
@@ -142,3 +142,13 @@ def test_command_line_reports_time_and_exit_code(checkpoint, tmp_path):
     bad = subprocess.run([sys.executable, "-m", "cxrcam.evaluate", "ckpt=/nonexistent.pt", "device=cpu",
                           f"hydra.run.dir={tmp_path / 'bad'}"], capture_output=True, text=True, timeout=300)
     assert bad.returncode == 2 and bad.stderr.strip().splitlines()[-1].startswith("cxrcam.evaluate: error:")
+
+
+def test_layer_option_per_model():
+    meta = {"model_name": "resnet50", "target_layer": "layer4.2"}
+    assert layers_for(None, meta) == ["layer4.2"]
+    assert layers_for("layer3.5", meta) == ["layer3.5"]
+    assert layers_for(["layer4.2", "layer3.5"], meta) == ["layer4.2", "layer3.5"]
+    assert layers_for({"resnet50": ["layer4.2", "layer3.5"], "simple_cnn": "features.2"}, meta) == ["layer4.2",
+                                                                                                      "layer3.5"]
+    assert layers_for({"simple_cnn": "features.2"}, meta) == ["layer4.2"]  # not named: its own layer

@@ -3,6 +3,7 @@
     python -m cxrcam.evaluate ckpt=RUN/checkpoints/best.pt                # its own test split
     python -m cxrcam.evaluate ckpt=RUN/checkpoints/best.pt cam.layer=[layer3.5,layer4.2]
     python -m cxrcam.evaluate ckpt=RUN/checkpoints/best.pt cam.method=[gradcam,hirescam]
+    python -m cxrcam.evaluate sweep=MULTIRUN_DIR 'cam.layer={resnet50:[layer4.2,layer3.5]}'
     python -m cxrcam.evaluate sweep=MULTIRUN_DIR                          # every model, one report
     python -m cxrcam.evaluate sweep=MULTIRUN_DIR shortcut_ckpt=CONFOUNDED/checkpoints/best.pt \
         control_ckpt=CONTROL/checkpoints/best.pt                          # + the shortcut audit
@@ -61,6 +62,14 @@ def layer_grid(model: torch.nn.Module, layer: torch.nn.Module, channels: int, si
     finally:
         handle.remove()
     return shape["grid"]
+
+
+def layers_for(option, meta: dict) -> list[str]:
+    """The layers cam.layer names for one checkpoint: null (its own target layer), a name, a list,
+    or a mapping from model name to any of these, so that a sweep can compare layers per model."""
+    if isinstance(option, dict):
+        option = option.get(meta["model_name"])
+    return [name or meta["target_layer"] for name in (option if isinstance(option, list) else [option])]
 
 
 def to_batch(samples: list[Sample], transform, device: torch.device) -> torch.Tensor:
@@ -247,7 +256,7 @@ def evaluate(cfg: dict, run_dir: Path) -> list[str]:
     if control and not shortcut:
         raise CxrcamError("control_ckpt is the shortcut audit's control: give shortcut_ckpt too")
     device = select_device(cfg["device"])
-    methods, layers = ([v] if not isinstance(v, list) else v for v in (cfg["cam"]["method"], cfg["cam"]["layer"]))
+    methods = cfg["cam"]["method"] if isinstance(cfg["cam"]["method"], list) else [cfg["cam"]["method"]]
     if len({p["meta"]["split"]["sha256"] for p in payloads}) > 1 and not cfg["split_file"]:
         log.warning("the checkpoints were trained on different splits: each is evaluated on its own %s images",
                     cfg["split"])
@@ -266,9 +275,8 @@ def evaluate(cfg: dict, run_dir: Path) -> list[str]:
         if not samples:
             raise CxrcamError(f"none of the {cfg['split']} images of {key[0]} could be read")
         for m, method in enumerate(methods):
-            for k, layer_name in enumerate(layers):
-                result = evaluate_model(payload, samples, method, layer_name or meta["target_layer"], cfg, device,
-                                        with_checks=m == k == 0)
+            for k, layer_name in enumerate(layers_for(cfg["cam"]["layer"], meta)):
+                result = evaluate_model(payload, samples, method, layer_name, cfg, device, with_checks=m == k == 0)
                 print(f"cxrcam.evaluate: {result['model']} {method} at {result['layer']} ({result['n_images']} "
                       f"images): {result['seconds']:.1f} s", flush=True)
                 results.append(result)

@@ -33,7 +33,8 @@ def figure_label(result: dict) -> str:
 
 
 def _save(fig, path: Path) -> None:
-    fig.tight_layout()
+    """Tight layout that keeps half an inch on top for the suptitle, whatever the figure's height."""
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.5 / fig.get_figheight()) if fig._suptitle else None)
     fig.savefig(path, dpi=100)
     plt.close(fig)
 

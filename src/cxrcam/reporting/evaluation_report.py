@@ -81,7 +81,8 @@ class Document:
                 head = "".join(f"<th>{html.escape(h)}</th>" for h in block[1])
                 body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>"
                                for row in block[2])
-                out.append(f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
+                table = f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+                out.append(f"<div class='wide'>{table}</div>")
             else:
                 data = base64.b64encode(block[1].read_bytes()).decode()
                 out.append(f"<figure><img src='data:image/png;base64,{data}' alt='{html.escape(block[2])}'>"
@@ -111,7 +112,7 @@ h1{font-size:1.6em}h2{font-size:1.25em;border-bottom:1px solid #ccc;padding-bott
 table{border-collapse:collapse;margin:.8em 0;font-size:.85em}th,td{border:1px solid #ccc;padding:.3em .6em;
 text-align:left}th{background:#f2f2f2}tr:nth-child(even) td{background:#fafafa}
 figure{margin:1em 0}img{max-width:100%;border:1px solid #eee}figcaption{font-size:.85em;color:#555}
-li{margin:.25em 0}"""
+li{margin:.25em 0}.wide{overflow-x:auto}"""
 
 
 def write_report(results: list[dict], audit: dict | None, payloads: list[dict], cfg: dict, out_dir: Path) -> None:
@@ -206,23 +207,21 @@ def _zones_section(doc: Document, results: list[dict], classes: list[str], fig_d
     figures.plot_pattern_agreement(results, classes, fig_dir / "pattern_agreement.png")
     doc.figure(fig_dir / "pattern_agreement.png", "Share of each class's images whose CAM shows the expected "
                                                   "pattern (seed: Lung Disease Features)")
-    rows = []
-    for c in classes:
-        for criterion in results[0]["patterns"].get(c, []):
-            rows.append([c, criterion] + [_agreement(results[0]["lesion_patterns"], criterion, c)]
-                        + [_agreement(r["scores"], criterion, c) for r in results])
-    doc.para("Each cell: share of images agreeing [95 % CI]; measured: the mean value it was judged on (a "
-             "share of lung mass, a left/right ratio or an evenness). The lesion-mask column scores the lesion "
-             "masks as if they were CAMs: a criterion they meet is reachable on this data.")
-    doc.table(["class", "expected", "lesion masks (reference)", *(result_label(r) for r in results)], rows)
+    columns = [(c, criterion) for c in classes for criterion in results[0]["patterns"].get(c, [])]
+    rows = [["lesion masks (reference)"] + [_agreement(results[0]["lesion_patterns"], *col) for col in columns]]
+    rows += [[result_label(r)] + [_agreement(r["scores"], *col) for col in columns] for r in results]
+    doc.para("Each cell: share of images agreeing [95 % CI] (in brackets: the mean value it was judged on, a "
+             "share of lung mass, a left/right ratio or an evenness). The first row scores the lesion masks as "
+             "if they were CAMs: a criterion they meet is reachable on this data.")
+    doc.table(["model @ layer (grid)", *(f"{c}: {criterion}" for c, criterion in columns)], rows)
 
 
-def _agreement(scores: dict, criterion: str, cls: str) -> str:
+def _agreement(scores: dict, cls: str, criterion: str) -> str:
     agrees = scores.get(f"pattern:{criterion}", {}).get("per_class", {}).get(cls)
     if not agrees:
         return "n/a"
     measured = scores[f"pattern_value:{criterion}"]["per_class"][cls]["mean"]
-    return f"{ci_text(agrees)}; measured {measured:.2f}"
+    return f"{ci_text(agrees)} ({measured:.2f})"
 
 
 def _localisation_section(doc: Document, results: list[dict], classes: list[str], fig_dir: Path,
