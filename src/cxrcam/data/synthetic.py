@@ -259,8 +259,7 @@ def burn_in_marker(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     stroke = max(1, side // 6)
     mask = np.zeros(image.shape, bool)
     mask[top:top + side, left:left + side] = True
-    box = np.zeros_like(mask)
-    box[top:top + side, left:left + side] = True
+    box = mask.copy()  # its outline: the inside cleared
     box[top + stroke:top + side - stroke, left + stroke:left + side - stroke] = False
     letter = np.zeros_like(mask)
     inner, end = top + 2 * stroke, top + side - 2 * stroke
@@ -298,7 +297,7 @@ def generate_dataset(root: Path, n_per_class: int, image_size: int, seed: int,
     for label in classes:
         for folder in folders:
             (root / label / folder).mkdir(parents=True)
-    tasks = [(root, ci, label, i, image_size, seed, (marker or {}).get(label, 0.0) if marker else None)
+    tasks = [(root, ci, label, i, image_size, seed, marker.get(label, 0.0) if marker else None)
              for ci, label in enumerate(classes) for i in range(1, n_per_class + 1)]
     # spawn, not fork: the caller may hold torch's thread pools, which do not survive a fork
     with ProcessPoolExecutor(max_workers=min(4, os.cpu_count() or 1),

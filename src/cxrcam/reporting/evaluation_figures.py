@@ -130,7 +130,9 @@ def plot_zone_profiles(results: list[dict], classes: list[str], path: Path) -> N
                 ax.set_title(cls, fontsize=10)
             if c == 0:
                 ax.set_ylabel(figure_label(result), fontsize=7)
-    axes[0, 0].legend(fontsize=7)
+    filled = [ax for ax in axes.flat if ax.containers]  # a class without images has no bars
+    if filled:
+        filled[0].legend(fontsize=7)
     fig.suptitle("Zone profile inside the lungs (patient's sides)", fontsize=10)
     _save(fig, path)
 
