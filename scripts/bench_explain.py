@@ -19,7 +19,7 @@ from pytorch_grad_cam import GradCAM
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
 from cxrcam.config import config_dir
-from cxrcam.data.dataset import build_transform
+from cxrcam.data.dataset import build_transform, to_batch
 from cxrcam.data.synthetic import CLASSES, render_phantom
 from cxrcam.explanation.gradcam import FastGradCAM
 from cxrcam.models import MODEL_NAMES, build_model, get_layer
@@ -33,12 +33,9 @@ def target_layer(name: str) -> str:
 
 def phantom_batch(n: int, size: int) -> torch.Tensor:
     """Synthetic CXRs, preprocessed as in training (ImageNet normalisation)."""
-    transform = build_transform([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])
-    images = []
-    for i in range(n):
-        phantom = render_phantom(CLASSES[i % 4], np.random.default_rng([99, i]), size)
-        images.append(transform(torch.from_numpy((phantom.image * 255).round().astype(np.uint8))[None]))
-    return torch.stack(images)
+    pixels = [(render_phantom(CLASSES[i % 4], np.random.default_rng([99, i]), size).image * 255).round()
+              .astype(np.uint8) for i in range(n)]
+    return to_batch(pixels, build_transform([0.485, 0.456, 0.406], [0.229, 0.224, 0.225]))
 
 
 def images_per_second(runs: list, n_images: int, repeats: int) -> list[float]:

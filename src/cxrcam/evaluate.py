@@ -30,12 +30,13 @@ from tqdm import tqdm
 
 from cxrcam.cli import run_over_files
 from cxrcam.config import config_dir
-from cxrcam.data.dataset import build_transform
+from cxrcam.data.dataset import build_transform, to_batch
 from cxrcam.errors import CxrcamError
 from cxrcam.evaluation.anatomy import lung_aligned
 from cxrcam.evaluation.attribution import CRITERIA
 from cxrcam.evaluation.faithfulness import confidence_change, road_scores
-from cxrcam.evaluation.samples import Sample, balanced_subset, load_samples, split_images
+from cxrcam.data.split import split_images
+from cxrcam.evaluation.samples import Sample, balanced_subset, load_samples
 from cxrcam.evaluation.sanity import cascading_randomisation
 from cxrcam.evaluation.scores import CHANCE, image_scores, lesion_reference, mean_zone_profiles, summarise
 from cxrcam.evaluation.stats import bootstrap_ci
@@ -72,10 +73,6 @@ def layers_for(option, meta: dict) -> list[str]:
     return [name or meta["target_layer"] for name in (option if isinstance(option, list) else [option])]
 
 
-def to_batch(samples: list[Sample], transform, device: torch.device) -> torch.Tensor:
-    return torch.stack([transform(torch.from_numpy(s.gray)[None]) for s in samples]).to(device)
-
-
 def check_patterns(patterns: dict) -> None:
     for label, criteria in patterns.items():
         unknown = sorted(set(criteria) - set(CRITERIA))
@@ -104,7 +101,7 @@ def evaluate_model(payload: dict, samples: list[Sample], method: str, layer_name
     for start in tqdm(range(0, len(samples), step), desc=f"{method} of {meta['model_name']} at {layer_name}",
                       unit="batch"):
         batch = samples[start:start + step]
-        maps, logits = cam(to_batch(batch, transform, device), targets[start:start + step])
+        maps, logits = cam(to_batch([s.gray for s in batch], transform, device), targets[start:start + step])
         probs.append(logits.float().softmax(1).cpu().numpy())
         cams.append(maps)
         records += [image_scores(m, s, {**settings, "criteria": cfg["patterns"].get(s.label, [])})
@@ -129,7 +126,7 @@ def evaluate_model(payload: dict, samples: list[Sample], method: str, layer_name
     }
     if with_checks:
         subset = balanced_subset(labels, cfg["faithfulness"]["n_images"], cfg["seed"])
-        images = to_batch([samples[i] for i in subset], transform, device)
+        images = to_batch([samples[i].gray for i in subset], transform, device)
         subset_targets = [targets[i] for i in subset]
         road = road_scores(model, images, cams[subset], subset_targets, cfg["faithfulness"]["percentiles"],
                            cfg["seed"])
@@ -143,7 +140,7 @@ def evaluate_model(payload: dict, samples: list[Sample], method: str, layer_name
         result["sanity"] = cascading_randomisation(
             model, lambda m: make_cam(method, m, get_layer(m, layer_name), cfg["cam"]["aug_smooth"],
                                       cfg["cam"]["eigen_smooth"]),
-            to_batch([samples[i] for i in sanity_subset], transform, device), [targets[i] for i in sanity_subset],
+            to_batch([samples[i].gray for i in sanity_subset], transform, device), [targets[i] for i in sanity_subset],
             cfg["seed"])
     result["seconds"] = round(time.perf_counter() - started, 1)
     return result

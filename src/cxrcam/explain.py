@@ -21,10 +21,10 @@ from tqdm import tqdm
 
 from cxrcam.cli import run_over_files
 from cxrcam.config import config_dir
-from cxrcam.data.dataset import build_transform
+from cxrcam.data.dataset import build_transform, to_batch
 from cxrcam.data.images import read_grayscale, resize_grayscale
 from cxrcam.data.layout import images_under
-from cxrcam.data.split import read_split
+from cxrcam.data.split import split_images
 from cxrcam.errors import CxrcamError
 from cxrcam.explanation.methods import make_cam
 from cxrcam.models import get_layer, model_from_checkpoint
@@ -46,15 +46,8 @@ def select_samples(cfg: dict, meta: dict) -> list[tuple[str, str | None]]:
         if image.is_file():
             return [(str(image), None)]
         raise CxrcamError(f"image={image} does not exist; pass an image file or a folder")
-    if cfg["split"]:
-        rows = [r for r in read_split(meta["split"]["path"], meta["class_names"]) if r["split"] == cfg["split"]]
-        rng = np.random.default_rng(0)  # the same images on every call and for every model
-        chosen = []
-        for label in meta["class_names"]:
-            paths = sorted(r["path"] for r in rows if r["label"] == label)
-            picked = rng.choice(len(paths), size=min(cfg["per_class"], len(paths)), replace=False)
-            chosen += [(paths[i], label) for i in sorted(picked)]
-        return chosen
+    if cfg["split"]:  # the same images on every call and for every model
+        return split_images(meta["split"]["path"], meta["class_names"], cfg["split"], cfg["per_class"])
     raise CxrcamError("say what to explain: image=<file or folder> or split=test [per_class=N]")
 
 
@@ -100,7 +93,7 @@ def explain_checkpoint(payload: dict, samples: list[tuple[str, str | None]], cam
                           original if cam_cfg["overlay_size"] == "original" else None))
         if not batch:
             continue
-        images = torch.stack([transform(torch.from_numpy(gray)[None]) for _, _, gray, _ in batch]).to(device)
+        images = to_batch([gray for _, _, gray, _ in batch], transform, device)
         cams, logits = cam.per_class(images)  # (batch, classes, size, size)
         probs = logits.float().softmax(1).cpu().numpy()
         all_cams.append(cams.astype(np.float16))

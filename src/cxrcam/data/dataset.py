@@ -38,6 +38,11 @@ def build_transform(mean: list[float], std: list[float], augment: dict | None = 
     return v2.Compose(steps)
 
 
+def to_batch(pixels: list[np.ndarray], transform, device: torch.device | str = "cpu") -> torch.Tensor:
+    """uint8 (H, W) images, as load_image returns them, to one model-ready batch (N, 3, H, W)."""
+    return torch.stack([transform(torch.from_numpy(p)[None]) for p in pixels]).to(device)
+
+
 class CXRDataset(Dataset):
     """Images as 8-bit grayscale at the model's size, optionally decoded once into memory."""
 

@@ -69,3 +69,19 @@ def read_split(path: str | Path, classes: list[str]) -> list[dict]:
 
 def file_sha256(path: str | Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def split_images(split_file: str, classes: list[str], split: str, max_per_class: int | None,
+                 seed: int = 0) -> list[tuple[str, str]]:
+    """(path, label) of one split of a split.csv; with ``max_per_class``, a seeded choice per class."""
+    rows = [r for r in read_split(split_file, classes) if r["split"] == split]
+    if not rows:
+        raise CxrcamError(f"split file {split_file} has no {split!r} images; use split=test, val or train")
+    chosen = []
+    for label in classes:
+        paths = sorted(r["path"] for r in rows if r["label"] == label)
+        if max_per_class is not None and len(paths) > max_per_class:
+            keep = np.random.default_rng([seed, classes.index(label)]).choice(len(paths), max_per_class, replace=False)
+            paths = [paths[i] for i in sorted(keep)]
+        chosen += [(p, label) for p in paths]
+    return chosen

@@ -10,7 +10,6 @@ from tqdm import tqdm
 
 from cxrcam.data.images import load_image
 from cxrcam.data.layout import MASK_FOLDERS
-from cxrcam.data.split import read_split
 from cxrcam.errors import CxrcamError
 from cxrcam.evaluation.anatomy import read_mask, sibling_mask_path
 
@@ -26,22 +25,6 @@ class Sample:
     lungs: np.ndarray | None  # bool masks of the same shape, None where the dataset has none
     lesion: np.ndarray | None  # all False for an image without a finding (Normal)
     marker: np.ndarray | None  # a burned-in marker (synthetic confounder)
-
-
-def split_images(split_file: str, classes: list[str], split: str, max_per_class: int | None,
-                 seed: int = 0) -> list[tuple[str, str]]:
-    """(path, label) of one split of a split.csv; with ``max_per_class``, a seeded choice per class."""
-    rows = [r for r in read_split(split_file, classes) if r["split"] == split]
-    if not rows:
-        raise CxrcamError(f"split file {split_file} has no {split!r} images; use split=test, val or train")
-    chosen = []
-    for label in classes:
-        paths = sorted(r["path"] for r in rows if r["label"] == label)
-        if max_per_class is not None and len(paths) > max_per_class:
-            keep = np.random.default_rng([seed, classes.index(label)]).choice(len(paths), max_per_class, replace=False)
-            paths = [paths[i] for i in sorted(keep)]
-        chosen += [(p, label) for p in paths]
-    return chosen
 
 
 def _optional_mask(path: str, folder: str, size: int) -> np.ndarray | None:
