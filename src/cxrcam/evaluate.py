@@ -263,14 +263,16 @@ def evaluate(cfg: dict, run_dir: Path) -> list[str]:
         meta = payload["meta"]
         if missing := [c for c in meta["class_names"] if c not in cfg["patterns"]]:
             log.warning("no expected pattern for class(es) %s: set patterns.<class> in conf/evaluate.yaml", missing)
-        key = (cfg["split_file"] or meta["split"]["path"], meta["image_size"])
-        if key not in loaded:  # models of a sweep share their split and size: load once
-            images = split_images(key[0], meta["class_names"], cfg["split"], cfg["max_per_class"], cfg["seed"])
+        split_file = cfg["split_file"] or meta["split"]["path"]
+        # a sweep's runs each hold a copy of the same split.csv: its hash, not its path, says it is the same
+        key = (cfg["split_file"] or meta["split"]["sha256"], meta["image_size"])
+        if key not in loaded:
+            images = split_images(split_file, meta["class_names"], cfg["split"], cfg["max_per_class"], cfg["seed"])
             loaded[key] = load_samples(images, meta["image_size"])
             failures += [f for f in loaded[key][1] if f not in failures]
         samples = loaded[key][0]
         if not samples:
-            raise CxrcamError(f"none of the {cfg['split']} images of {key[0]} could be read")
+            raise CxrcamError(f"none of the {cfg['split']} images of {split_file} could be read")
         for m, method in enumerate(methods):
             for k, layer_name in enumerate(layers_for(cfg["cam"]["layer"], meta)):
                 result = evaluate_model(payload, samples, method, layer_name, cfg, device, with_checks=m == k == 0)
