@@ -13,7 +13,8 @@ DEMO_DIR ?= outputs/demo/$(shell date +%Y-%m-%d_%H-%M-%S)
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -e ".[dev,dicom]"
+	$(PY) -m pip install --quiet --disable-pip-version-check -e ".[dev,dicom]" || { df -h . >&2; \
+		echo "make: pip install failed; torch's Linux build with its CUDA libraries needs ~6 GB free here" >&2; exit 1; }
 	touch $@
 
 demo: $(VENV)/.installed

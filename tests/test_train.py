@@ -14,6 +14,8 @@ import pytest
 import torch
 from PIL import Image
 
+from cxrcam.cli import unknown_group_option
+from cxrcam.config import config_dir
 from cxrcam.data.dataset import build_transform
 from cxrcam.data.images import load_image
 from cxrcam.errors import CxrcamError
@@ -178,6 +180,24 @@ def test_cli_user_error_is_one_line_and_exit_code_2(tmp_path):
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1].startswith("cxrcam.train: error: data.root=")
     assert "Traceback" not in result.stderr
+
+
+def test_unknown_group_option_is_one_line_naming_the_options(tmp_path):
+    result = _cli("-m", "model=resnet50,resnet_50", f"hydra.sweep.dir={tmp_path / 'sweep'}", cwd=tmp_path)
+    assert result.returncode == 2 and not (tmp_path / "sweep").exists()
+    assert result.stderr.strip() == ("cxrcam.train: error: model=resnet_50 is not one of "
+                                     "['densenet121', 'resnet50', 'simple_cnn']")
+
+
+@pytest.mark.parametrize("argv, reason", [
+    (["data=folder", "model=simple_cnn", "optim.lr=1e-3", "experiment=demo"], None),
+    (["data=synthtic"], "data=synthtic is not one of ['covid_radiography', 'folder', 'synthetic']"),
+    (["experiment=null"], "experiment=null is not one of ['demo', 'shortcut', 'shortcut_control']"),
+    (["model=glob(*)", "split=test"], None),  # sweep functions and plain keys are Hydra's to judge
+    (["--config-dir=/my/conf", "model=mine"], None),  # a user's own configs may add options
+])
+def test_unknown_group_option_judges_only_what_it_can(argv, reason):
+    assert unknown_group_option(argv, config_dir()) == reason
 
 
 def test_tiny_multirun_writes_the_comparison_table(tiny_synthetic, tmp_path):

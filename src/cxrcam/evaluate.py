@@ -28,7 +28,7 @@ import torch
 from omegaconf import DictConfig
 from tqdm import tqdm
 
-from cxrcam.cli import run_over_files
+from cxrcam.cli import exit_on_unknown_group_option, run_over_files
 from cxrcam.config import config_dir
 from cxrcam.data.dataset import build_transform, to_batch
 from cxrcam.errors import CxrcamError
@@ -292,4 +292,5 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    exit_on_unknown_group_option("cxrcam.evaluate", config_dir())
     main()

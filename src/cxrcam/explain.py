@@ -19,7 +19,7 @@ import torch
 from omegaconf import DictConfig
 from tqdm import tqdm
 
-from cxrcam.cli import run_over_files
+from cxrcam.cli import exit_on_unknown_group_option, run_over_files
 from cxrcam.config import config_dir
 from cxrcam.data.dataset import build_transform, to_batch
 from cxrcam.data.images import read_grayscale, resize_grayscale
@@ -180,4 +180,5 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    exit_on_unknown_group_option("cxrcam.explain", config_dir())
     main()

@@ -24,6 +24,7 @@ from torch import nn
 from torch.utils.data import DataLoader, WeightedRandomSampler
 from tqdm import tqdm
 
+from cxrcam.cli import exit_on_unknown_group_option
 from cxrcam.config import config_dir, validate_train_config
 from cxrcam.data.dataset import CXRDataset, build_transform
 from cxrcam.data.layout import discover_images
@@ -273,4 +274,5 @@ def main(cfg: DictConfig) -> float:
 
 
 if __name__ == "__main__":
+    exit_on_unknown_group_option("cxrcam.train", config_dir())
     main()
