@@ -195,6 +195,7 @@ def test_unknown_group_option_is_one_line_naming_the_options(tmp_path):
     (["experiment=null"], "experiment=null is not one of ['demo', 'shortcut', 'shortcut_control']"),
     (["model=glob(*)", "split=test"], None),  # sweep functions and plain keys are Hydra's to judge
     (["--config-dir=/my/conf", "model=mine"], None),  # a user's own configs may add options
+    (["-cp", "/my/conf", "model=mine"], None),
 ])
 def test_unknown_group_option_judges_only_what_it_can(argv, reason):
     assert unknown_group_option(argv, config_dir()) == reason

@@ -20,7 +20,7 @@ def unknown_group_option(argv: Sequence[str], config_dir: Path) -> str | None:
 
     Hydra's own message for this is a page with the search path; this is the one line before it.
     Arguments it cannot judge (sweep functions, a user's extra config dir) are left to Hydra."""
-    if any(arg.startswith(("--config-dir", "-cd", "hydra.searchpath")) for arg in argv):
+    if any(arg.startswith(("--config-dir", "-cd", "--config-path", "-cp", "hydra.searchpath")) for arg in argv):
         return None
     for arg in argv:
         match = GROUP_CHOICE.match(arg)
