@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import sys
 from collections.abc import Callable, Sequence
+from typing import NoReturn
 from pathlib import Path
 
 from hydra.core.hydra_config import HydraConfig
@@ -33,11 +34,16 @@ def unknown_group_option(argv: Sequence[str], config_dir: Path) -> str | None:
     return None
 
 
+def exit_with_error(command: str, message: object) -> NoReturn:
+    """The one line every entry point prints for a user's error, and exit code 2."""
+    print(f"{command}: error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
 def exit_on_unknown_group_option(command: str, config_dir: Path) -> None:
     reason = unknown_group_option(sys.argv[1:], config_dir)
     if reason is not None:
-        print(f"{command}: error: {reason}", file=sys.stderr)
-        sys.exit(2)
+        exit_with_error(command, reason)
 
 
 def run_over_files(command: str, job: Callable[[dict, Path], list[str]], cfg: DictConfig) -> None:
@@ -46,8 +52,7 @@ def run_over_files(command: str, job: Callable[[dict, Path], list[str]], cfg: Di
     try:
         failures = job(OmegaConf.to_container(cfg, resolve=True), Path(HydraConfig.get().runtime.output_dir))
     except CxrcamError as exc:
-        print(f"{command}: error: {exc}", file=sys.stderr)
-        sys.exit(2)
+        exit_with_error(command, exc)
     if failures:
         print(f"{command}: {len(failures)} file(s) could not be read: {', '.join(failures)}", file=sys.stderr)
         sys.exit(1)

@@ -11,7 +11,6 @@ import csv
 import json
 import logging
 import shutil
-import sys
 import time
 from pathlib import Path
 
@@ -24,7 +23,7 @@ from torch import nn
 from torch.utils.data import DataLoader, WeightedRandomSampler
 from tqdm import tqdm
 
-from cxrcam.cli import exit_on_unknown_group_option
+from cxrcam.cli import exit_on_unknown_group_option, exit_with_error
 from cxrcam.config import config_dir, validate_train_config
 from cxrcam.data.dataset import CXRDataset, build_transform
 from cxrcam.data.layout import discover_images
@@ -268,8 +267,7 @@ def main(cfg: DictConfig) -> float:
     try:
         report = train(OmegaConf.to_container(cfg, resolve=True), run_dir)
     except CxrcamError as exc:
-        print(f"cxrcam.train: error: {exc}", file=sys.stderr)
-        sys.exit(2)
+        exit_with_error("cxrcam.train", exc)
     return report["best_val_macro_f1"]  # what a sweeper may optimise: never the test score
 
 
