@@ -11,6 +11,7 @@ from omegaconf import OmegaConf
 
 from cxrcam.config import config_dir
 from cxrcam.data.synthetic import ensure_synthetic
+from cxrcam.train import train
 
 TINY_CLASSES = ["COVID", "Lung_Opacity", "Normal", "Viral Pneumonia"]
 
@@ -27,10 +28,14 @@ def tiny_dataset_copy(tiny_synthetic, tmp_path) -> Path:
     return Path(shutil.copytree(tiny_synthetic, tmp_path / "dataset"))
 
 
-def compose_train_config(*overrides: str) -> dict:
+def compose_config(name: str, *overrides: str) -> dict:
+    """The resolved config of one entry point (train, explain, evaluate), as its Hydra main sees it."""
     with initialize_config_dir(version_base="1.3", config_dir=str(config_dir())):
-        cfg = compose("train", overrides=list(overrides))
-    return OmegaConf.to_container(cfg, resolve=True)
+        return OmegaConf.to_container(compose(name, overrides=list(overrides)), resolve=True)
+
+
+def compose_train_config(*overrides: str) -> dict:
+    return compose_config("train", *overrides)
 
 
 def tiny_train_overrides(root: Path, *extra: str) -> list[str]:
@@ -38,3 +43,9 @@ def tiny_train_overrides(root: Path, *extra: str) -> list[str]:
     return ["data=covid_radiography", f"data.root={root}", "data.num_workers=0", "data.image_size=32",
             "data.batch_size=8", "data.val_fraction=0.2",
             "data.test_fraction=0.2", "trainer.epochs=2", "trainer.device=cpu", "optim.lr=1e-3", *extra]
+
+
+def train_tiny(root: Path, run_dir: Path, *extra: str) -> Path:
+    """A 1-epoch SimpleCNN at 32 px (about a second); returns its best.pt."""
+    train(compose_train_config(*tiny_train_overrides(root, "model=simple_cnn", "trainer.epochs=1", *extra)), run_dir)
+    return run_dir / "checkpoints" / "best.pt"

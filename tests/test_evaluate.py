@@ -10,29 +10,19 @@ import sys
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
-from omegaconf import OmegaConf
 
-from cxrcam.config import config_dir
 from cxrcam.data.synthetic import ensure_synthetic
 from cxrcam.errors import CxrcamError
 from cxrcam.evaluate import evaluate, layers_for
-from cxrcam.train import train
 
-from conftest import TINY_CLASSES, compose_train_config, tiny_train_overrides
+from conftest import TINY_CLASSES, compose_config, train_tiny
 
 CHEAP = ["device=cpu", "faithfulness.n_images=4", "faithfulness.percentiles=[50]", "sanity.n_images=4",
          "bootstrap.n_resamples=100"]
 
 
 def compose_evaluate_config(*overrides: str) -> dict:
-    with initialize_config_dir(version_base="1.3", config_dir=str(config_dir())):
-        return OmegaConf.to_container(compose("evaluate", overrides=[*CHEAP, *overrides]), resolve=True)
-
-
-def train_tiny(root: Path, run_dir: Path, *extra: str) -> Path:
-    train(compose_train_config(*tiny_train_overrides(root, "model=simple_cnn", "trainer.epochs=1", *extra)), run_dir)
-    return run_dir / "checkpoints" / "best.pt"
+    return compose_config("evaluate", *CHEAP, *overrides)
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +35,7 @@ def test_evaluate_writes_metrics_with_chance_levels_and_a_self_contained_report(
     metrics = json.loads((tmp_path / "cam_metrics.json").read_text())
     (result,) = metrics["models"]
     assert result["model"] == "simple_cnn" and result["layer"] == "features.3" and result["grid"] == [2, 2]
-    assert result["n_images"] == 8 and result["masks"] == {"lungs": 8, "lesion": 6, "marker": 0}
+    assert result["n_images"] == 8 and result["masks"] == {"lungs": 8, "lesion": 6, "marker": 0, "one_lung": 0}
     scores = result["scores"]
     assert scores["pointing"]["overall"]["n"] == 6  # Normal images have no lesion
     assert set(scores["pointing"]["per_class"]) == {"COVID", "Lung_Opacity", "Viral Pneumonia"}

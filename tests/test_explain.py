@@ -10,17 +10,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hydra import compose, initialize_config_dir
-from omegaconf import OmegaConf
 from PIL import Image
 
-from cxrcam.config import config_dir
 from cxrcam.errors import CxrcamError
 from cxrcam.explain import explain
 from cxrcam.reporting.overlays import overlay_rgb, resize_cam
 from cxrcam.train import train
 
-from conftest import TINY_CLASSES, compose_train_config, tiny_train_overrides
+from conftest import TINY_CLASSES, compose_config, compose_train_config, tiny_train_overrides
 
 
 @pytest.fixture(scope="module")
@@ -36,8 +33,7 @@ def checkpoints(tiny_synthetic, tmp_path_factory) -> list[Path]:
 
 
 def compose_explain_config(*overrides: str) -> dict:
-    with initialize_config_dir(version_base="1.3", config_dir=str(config_dir())):
-        return OmegaConf.to_container(compose("explain", overrides=list(overrides)), resolve=True)
+    return compose_config("explain", *overrides)
 
 
 def test_test_split_gives_overlays_panels_predictions_and_raw_cams(checkpoints, tmp_path):

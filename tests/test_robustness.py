@@ -213,12 +213,30 @@ def test_checkpoint_for_another_architecture_or_class_count_is_a_clear_error(tin
     assert "\n" not in str(info.value)
 
 
-def test_kill_mid_save_never_leaves_a_broken_checkpoint(tiny_run):
-    """Saves go to a hidden temporary file renamed over the old one: no partial best/last exist."""
-    names = sorted(p.name for p in (tiny_run / "checkpoints").iterdir())
-    assert names == ["best.pt", "last.pt"]
-    for name in names:
-        load_checkpoint(tiny_run / "checkpoints" / name)
+SAVE_FOREVER = """
+import sys, torch
+from cxrcam.training.checkpoint import save_checkpoint
+for i in range(1_000_000):
+    save_checkpoint({"state_dict": {"w": torch.full((4_000_000,), float(i))}, "meta": {"i": i}}, sys.argv[1])
+"""
+
+
+def test_kill_mid_save_never_leaves_a_broken_checkpoint(tmp_path):
+    """A process that rewrites a 16 MB checkpoint over and over is SIGKILLed at moments spread over
+    its saves: the file is always one whole save (the old one or the new one), never a mix or a cut."""
+    path = tmp_path / "checkpoints" / "last.pt"
+    for delay in (0.0, 0.013, 0.029, 0.047, 0.071):
+        process = subprocess.Popen([sys.executable, "-c", SAVE_FOREVER, str(path)])
+        deadline = time.monotonic() + 120
+        while not path.exists() and time.monotonic() < deadline:
+            time.sleep(0.001)
+        time.sleep(delay)
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+        payload = load_checkpoint(path)
+        weights = payload["state_dict"]["w"]
+        assert weights.numel() == 4_000_000 and bool((weights == payload["meta"]["i"]).all())
+        assert [p.name for p in path.parent.iterdir() if p.name != "last.pt"] in ([], [".last.pt.tmp"])
 
 
 # --- interrupted training -------------------------------------------------------------------
@@ -247,26 +265,10 @@ def test_sigkill_mid_training_then_resume_equals_an_uninterrupted_run(tiny_synth
         json.loads((tmp_path / "straight" / "test_metrics.json").read_text())["accuracy"]
 
 
-def test_nan_loss_stops_with_epoch_and_step_and_keeps_the_last_good_checkpoint(tiny_synthetic, tmp_path,
-                                                                              monkeypatch):
-    class NaNAfterFirstEpoch(torch.nn.CrossEntropyLoss):
-        calls = 0
-
-        def forward(self, logits, labels):
-            NaNAfterFirstEpoch.calls += 1
-            loss = super().forward(logits, labels)
-            return loss * float("nan") if NaNAfterFirstEpoch.calls > 2 else loss  # 2 steps per epoch here
-
-    monkeypatch.setattr("cxrcam.train.nn.CrossEntropyLoss", NaNAfterFirstEpoch)
-    with pytest.raises(CxrcamError, match="loss became nan at epoch 2, step 0"):
-        run_tiny(tiny_synthetic, tmp_path, "trainer.epochs=3")
-    assert load_checkpoint(tmp_path / "checkpoints" / "last.pt")["training"]["epoch"] == 1
-
-
 # --- output safety --------------------------------------------------------------------------
 
 def test_a_run_dir_holding_a_run_is_never_overwritten(tiny_run, tiny_synthetic):
     before = (tiny_run / "checkpoints" / "last.pt").read_bytes()
-    with pytest.raises(CxrcamError, match="already holds a trained run"):
+    with pytest.raises(CxrcamError, match="holds a cxrcam.train run started"):
         run_tiny(tiny_synthetic, tiny_run, "trainer.epochs=1")
     assert (tiny_run / "checkpoints" / "last.pt").read_bytes() == before

@@ -102,13 +102,13 @@ def test_resume_needs_training_state_and_the_same_model(tiny_synthetic, tmp_path
     run_tiny(tiny_synthetic, tmp_path / "a", "model=simple_cnn", "trainer.epochs=1")
     with pytest.raises(CxrcamError, match="no training state"):
         run_tiny(tiny_synthetic, tmp_path / "b", "model=simple_cnn", f"resume={tmp_path / 'a/checkpoints/best.pt'}")
-    with pytest.raises(CxrcamError, match="model_name='simple_cnn'"):
+    with pytest.raises(CxrcamError, match="model.name='resnet50': the checkpoint was trained with model.name='simple_cnn'"):
         run_tiny(tiny_synthetic, tmp_path / "c", "model=resnet50", f"resume={tmp_path / 'a/checkpoints/last.pt'}")
     run_tiny(tiny_synthetic, tmp_path / "d", "model=simple_cnn", "trainer.epochs=1", "optim.scheduler=onecycle")
     with pytest.raises(CxrcamError, match="onecycle schedule spans the checkpoint's trainer.epochs=1"):
         run_tiny(tiny_synthetic, tmp_path / "e", "model=simple_cnn", "trainer.epochs=3", "optim.scheduler=onecycle",
                  f"resume={tmp_path / 'd/checkpoints/last.pt'}")
-    with pytest.raises(CxrcamError, match="already holds a trained run"):
+    with pytest.raises(CxrcamError, match="holds a cxrcam.train run started"):
         run_tiny(tiny_synthetic, tmp_path / "a", "model=simple_cnn")
 
 

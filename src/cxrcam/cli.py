@@ -1,17 +1,23 @@
-"""What the command-line entry points share: one line for a user's error, a list for bad files."""
+"""What the command-line entry points share: one line for a user's error, a list for bad files,
+and a run dir of their own."""
 
 from __future__ import annotations
 
 import re
 import sys
 from collections.abc import Callable, Sequence
-from typing import NoReturn
 from pathlib import Path
+from typing import NoReturn, TypeVar
 
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, OmegaConf
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, OmegaConf, read_write
+from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
 
 from cxrcam.errors import CxrcamError
+from cxrcam.rundir import claim_before_hydra, release_if_unused, try_claim
+
+T = TypeVar("T")
 
 GROUP_CHOICE = re.compile(r"^(?P<group>[A-Za-z_]+)=(?P<options>[\w.,-]*)$")  # model=a,b; no sweep functions
 
@@ -46,13 +52,81 @@ def exit_on_unknown_group_option(command: str, config_dir: Path) -> None:
         exit_with_error(command, reason)
 
 
-def run_over_files(command: str, job: Callable[[dict, Path], list[str]], cfg: DictConfig) -> None:
-    """Run ``job(config, run dir)``, which returns the files it could not read: a CxrcamError is one
-    line on stderr and exit code 2; unreadable files are listed and give exit code 1."""
+def run_stage(command: str, job: Callable[[dict, Path], T], cfg: DictConfig,
+              after_interrupt: Callable[[Path], str]) -> T:
+    """Run ``job(config, run dir)`` so that a user sees one line, never a traceback: a CxrcamError
+    or an I/O error (a read-only dir, a full disk) gives exit code 2, Ctrl-C exit code 130 with
+    ``after_interrupt(run dir)`` saying what to do next."""
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
     try:
-        failures = job(OmegaConf.to_container(cfg, resolve=True), Path(HydraConfig.get().runtime.output_dir))
+        plain = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
+    except MissingMandatoryValue as exc:
+        release_if_unused(run_dir)
+        exit_with_error(command, f"{exc.full_key} is not set; pass {exc.full_key}=<value>")
+    except OmegaConfBaseException as exc:  # e.g. an interpolation ${...} that names no key
+        release_if_unused(run_dir)
+        exit_with_error(command, f"{exc.full_key}: {str(exc).splitlines()[0]}")
+    try:
+        return job(plain, run_dir)
     except CxrcamError as exc:
+        release_if_unused(run_dir)
         exit_with_error(command, exc)
+    except OSError as exc:
+        release_if_unused(run_dir)
+        where = f" ({exc.filename})" if exc.filename else ""
+        exit_with_error(command, f"{exc.strerror or exc}{where}; free disk space or choose a writable hydra.run.dir")
+    except KeyboardInterrupt:
+        print(f"{command}: interrupted; {after_interrupt(run_dir)}", file=sys.stderr)
+        sys.exit(130)
+
+
+def incomplete_outputs(run_dir: Path) -> str:
+    return f"the outputs in {run_dir} are incomplete: run again into a new dir"
+
+
+def run_over_files(command: str, job: Callable[[dict, Path], list[str]], cfg: DictConfig) -> None:
+    """``run_stage`` for a job that returns the files it could not read: they are listed and give
+    exit code 1."""
+    failures = run_stage(command, job, cfg, incomplete_outputs)
     if failures:
         print(f"{command}: {len(failures)} file(s) could not be read: {', '.join(failures)}", file=sys.stderr)
         sys.exit(1)
+
+
+class RunDirClaim(Callback):
+    """Claims the run dir (or a sweep's dir) for this process before Hydra writes ``.hydra/`` there.
+
+    A dir the user named with hydra.run.dir / hydra.sweep.dir that is taken stops the run with one
+    line; the default dir (named after the second the run started) that another run took in the
+    same second becomes ``<dir>-2``, ``-3``, ...
+    """
+
+    def __init__(self, stage: str):
+        self.stage = stage
+
+    def _claim(self, config: DictConfig, kind: str, claim: Callable[[str, str], str | None]) -> None:
+        node = config.hydra[kind]
+        wanted = str(node.dir)
+        named = any(o.startswith(f"hydra.{kind}.dir=") for o in config.hydra.overrides.hydra)
+        candidate, n = wanted, 1
+        try:
+            while (reason := claim(candidate, self.stage)) is not None:
+                if named:
+                    exit_with_error(f"cxrcam.{self.stage}", f"{candidate} {reason}; set hydra.{kind}.dir to a new "
+                                    "folder" + (" (to continue a run: resume=<that run>/checkpoints/last.pt)"
+                                                if self.stage == "train" else ""))
+                n += 1
+                candidate = f"{wanted}-{n}"
+        except CxrcamError as exc:
+            exit_with_error(f"cxrcam.{self.stage}", exc)
+        if candidate != wanted:
+            with read_write(config.hydra):
+                node.dir = candidate
+                # a sweep's jobs compose their config anew from these overrides
+                config.hydra.overrides.hydra.append(f"hydra.{kind}.dir={candidate}")
+
+    def on_run_start(self, config: DictConfig, **kwargs) -> None:
+        self._claim(config, "run", claim_before_hydra)
+
+    def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
+        self._claim(config, "sweep", lambda path, stage: try_claim(path, f"{stage} sweep"))

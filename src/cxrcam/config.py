@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import matplotlib
+
 from cxrcam.data.scan import ON_BAD_IMAGE
 from cxrcam.errors import CxrcamError
-from cxrcam.models import MODEL_NAMES
+from cxrcam.explanation.methods import PYTORCH_GRAD_CAM
+from cxrcam.models import MIN_IMAGE_SIZE, MODEL_NAMES
 
 CLASS_BALANCE_MODES = ("loss", "sampler", "none")
 OPTIMIZERS = ("adam", "adamw")
@@ -23,26 +26,138 @@ def config_dir() -> Path:
                        "reinstall the package")
 
 
-def _require(ok: bool, message: str) -> None:
+def require(ok: bool, message: str) -> None:
     if not ok:
         raise CxrcamError(message)
 
 
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def require_whole(key: str, value, minimum: int = 1) -> None:
+    """A count: 1.5 epochs or 'abc' images is a typo, not something to round."""
+    require(isinstance(value, int) and not isinstance(value, bool) and value >= minimum,
+            f"{key}={value!r} must be a whole number >= {minimum}")
+
+
+def require_number(key: str, value, low: float | None = None, high: float | None = None,
+                   low_open: bool = False, high_open: bool = False) -> None:
+    ok = _is_number(value)
+    if ok and low is not None:
+        ok = value > low if low_open else value >= low
+    if ok and high is not None:
+        ok = value < high if high_open else value <= high
+    if low is not None and high is not None:
+        bounds = f" in {'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"
+    elif low is not None:
+        bounds = f" {'>' if low_open else '>='} {low}"
+    else:
+        bounds = ""
+    require(ok, f"{key}={value!r} must be a number{bounds}")
+
+
+def require_choice(key: str, value, choices) -> None:
+    require(value in choices, f"{key}={value!r} is not one of {list(choices)}")
+
+
+def require_flag(key: str, value) -> None:
+    require(isinstance(value, bool), f"{key}={value!r} must be true or false")
+
+
 def validate_train_config(cfg: dict) -> None:
     data, model, optim, trainer = cfg["data"], cfg["model"], cfg["optim"], cfg["trainer"]
-    _require(model["name"] in MODEL_NAMES, f"model.name={model['name']!r} is not one of {list(MODEL_NAMES)}")
-    _require(optim["name"] in OPTIMIZERS, f"optim.name={optim['name']!r} is not one of {list(OPTIMIZERS)}")
-    _require(optim["scheduler"] in SCHEDULERS,
-             f"optim.scheduler={optim['scheduler']!r} is not one of {list(SCHEDULERS)}")
-    _require(trainer["class_balance"] in CLASS_BALANCE_MODES,
-             f"trainer.class_balance={trainer['class_balance']!r} is not one of {list(CLASS_BALANCE_MODES)}")
-    for key, value in (("optim.lr", optim["lr"]), ("trainer.epochs", trainer["epochs"]),
-                       ("data.batch_size", data["batch_size"]), ("data.image_size", data["image_size"])):
-        _require(isinstance(value, (int, float)) and value > 0, f"{key}={value!r} must be a positive number")
-    _require(isinstance(data["classes"], list) and len(data["classes"]) >= 2
-             and len(set(data["classes"])) == len(data["classes"]),
-             f"data.classes={data['classes']!r} must list at least two distinct class folder names")
-    _require(data["on_bad_image"] in ON_BAD_IMAGE,
-             f"data.on_bad_image={data['on_bad_image']!r} is not one of {list(ON_BAD_IMAGE)}")
-    _require(0 < data["val_fraction"] < 1,
-             f"data.val_fraction={data['val_fraction']!r} must be in (0, 1): the best checkpoint is chosen on it")
+    require_choice("model.name", model["name"], MODEL_NAMES)
+    require_choice("optim.name", optim["name"], OPTIMIZERS)
+    require_choice("optim.scheduler", optim["scheduler"], SCHEDULERS)
+    require_choice("trainer.class_balance", trainer["class_balance"], CLASS_BALANCE_MODES)
+    require_choice("data.on_bad_image", data["on_bad_image"], ON_BAD_IMAGE)
+    require_whole("seed", cfg["seed"], 0)
+    require_whole("trainer.epochs", trainer["epochs"])
+    require_whole("data.batch_size", data["batch_size"])
+    require_whole("data.num_workers", data["num_workers"], 0)
+    require_whole("data.image_size", data["image_size"])
+    smallest = MIN_IMAGE_SIZE[model["name"]]
+    require(data["image_size"] >= smallest, f"data.image_size={data['image_size']} is too small for {model['name']}: "
+            f"its layers shrink the input below one pixel; use {smallest} or more (128+ for useful CAMs)")
+    require_number("optim.lr", optim["lr"], 0, low_open=True)
+    require_number("optim.weight_decay", optim["weight_decay"], 0)
+    require_number("model.dropout", model["dropout"], 0, 1, high_open=True)
+    if model.get("pooled_size") is not None:
+        require_whole("model.pooled_size", model["pooled_size"])
+    require(isinstance(model["pretrained"], (bool, str)),
+            f"model.pretrained={model['pretrained']!r} must be false, true or a path to a .pth file")
+    for key in ("amp", "channels_last"):
+        require_flag(f"trainer.{key}", trainer[key])
+    require_flag("data.preload", data["preload"])
+    if data["split_file"] is not None:
+        require(Path(str(data["split_file"])).is_file(),
+                f"data.split_file={data['split_file']} does not exist; pass a split.csv written by cxrcam.train")
+    require(isinstance(data["classes"], list) and len(data["classes"]) >= 2
+            and all(isinstance(c, str) for c in data["classes"]) and len(set(data["classes"])) == len(data["classes"]),
+            f"data.classes={data['classes']!r} must list at least two distinct class folder names")
+    require_number("data.val_fraction", data["val_fraction"], 0, 1, low_open=True, high_open=True)
+    require_number("data.test_fraction", data["test_fraction"], 0, 1, low_open=True, high_open=True)
+    require(data["val_fraction"] + data["test_fraction"] < 1,
+            f"data.val_fraction + data.test_fraction = {data['val_fraction'] + data['test_fraction']} leaves no "
+            "training images; keep their sum below 1")
+    for key in ("mean", "std"):
+        values = data[key]
+        require(isinstance(values, list) and len(values) == 3 and all(_is_number(v) for v in values),
+                f"data.{key}={values!r} must be three numbers (one per RGB channel)")
+    require(all(s > 0 for s in data["std"]), f"data.std={data['std']!r} must be positive")
+    augment = data["augment"]
+    for key in ("rotation", "brightness", "contrast"):
+        require_number(f"data.augment.{key}", augment[key], 0)
+    for key in ("translate", "scale"):
+        require_number(f"data.augment.{key}", augment[key], 0, 1, high_open=True)
+    require_flag("data.augment.hflip", augment.get("hflip", False))
+    if data.get("synthetic"):
+        synthetic = data["synthetic"]
+        require_whole("data.synthetic.n_per_class", synthetic["n_per_class"], 3)
+        require_whole("data.synthetic.image_size", synthetic["image_size"], 32)
+        require_whole("data.synthetic.seed", synthetic["seed"], 0)
+
+
+def validate_cam_config(cam: dict, methods: list) -> None:
+    """The cam group explain and evaluate share; ``methods`` are the method names asked for."""
+    for method in methods:
+        require_choice("cam.method", method, PYTORCH_GRAD_CAM)
+    require(cam["colormap"] in matplotlib.colormaps,
+            f"cam.colormap={cam['colormap']!r} is not a matplotlib colormap; use e.g. jet, turbo, inferno or viridis")
+    require_number("cam.alpha", cam["alpha"], 0, 1)
+    require_choice("cam.overlay_size", cam["overlay_size"], ("model", "original"))
+    for key in ("aug_smooth", "eigen_smooth"):
+        require_flag(f"cam.{key}", cam[key])
+
+
+def validate_explain_config(cfg: dict) -> None:
+    validate_cam_config(cfg["cam"], [cfg["cam"]["method"]])
+    require_whole("batch_size", cfg["batch_size"])
+    if cfg["split"] is not None:
+        require_choice("split", cfg["split"], ("train", "val", "test"))
+    if cfg["per_class"] is not None:
+        require_whole("per_class", cfg["per_class"])
+
+
+def validate_evaluate_config(cfg: dict) -> None:
+    methods = cfg["cam"]["method"] if isinstance(cfg["cam"]["method"], list) else [cfg["cam"]["method"]]
+    require(bool(methods), "cam.method=[] names no method; use e.g. cam.method=gradcam or [gradcam,hirescam]")
+    validate_cam_config(cfg["cam"], methods)
+    require_choice("split", cfg["split"], ("train", "val", "test"))
+    require_whole("batch_size", cfg["batch_size"])
+    require_whole("seed", cfg["seed"], 0)
+    if cfg["max_per_class"] is not None:
+        require_whole("max_per_class", cfg["max_per_class"])
+    for key in ("faithfulness", "sanity"):
+        require_whole(f"{key}.n_images", cfg[key]["n_images"])
+    percentiles = cfg["faithfulness"]["percentiles"]
+    require(isinstance(percentiles, list) and bool(percentiles) and all(_is_number(p) and 0 < p < 100 for p in percentiles),
+            f"faithfulness.percentiles={percentiles!r} must be a list of numbers in (0, 100)")
+    require_whole("bootstrap.n_resamples", cfg["bootstrap"]["n_resamples"])
+    require_number("bootstrap.level", cfg["bootstrap"]["level"], 0, 1, low_open=True, high_open=True)
+    require_whole("mean_heatmap_size", cfg["mean_heatmap_size"], 2)
+    require_number("localisation.pointing_tolerance", cfg["localisation"]["pointing_tolerance"], 0, 1, high_open=True)
+    require_number("zones.peripheral_from", cfg["zones"]["peripheral_from"], 0, 1, low_open=True, high_open=True)
+    for key, value in cfg["pattern_thresholds"].items():
+        require_number(f"pattern_thresholds.{key}", value, 0, 1)

@@ -29,40 +29,25 @@ from omegaconf import DictConfig
 from tqdm import tqdm
 
 from cxrcam.cli import exit_on_unknown_group_option, run_over_files
-from cxrcam.config import config_dir
+from cxrcam.config import config_dir, validate_evaluate_config
 from cxrcam.data.dataset import build_transform, to_batch
 from cxrcam.errors import CxrcamError
-from cxrcam.evaluation.anatomy import lung_aligned
+from cxrcam.evaluation.anatomy import lung_aligned, single_lung_side
 from cxrcam.evaluation.attribution import CRITERIA
 from cxrcam.evaluation.faithfulness import confidence_change, road_scores
-from cxrcam.data.split import split_images
+from cxrcam.data.split import file_sha256, split_file_for, split_images
 from cxrcam.evaluation.samples import Sample, balanced_subset, load_samples
 from cxrcam.evaluation.sanity import cascading_randomisation
 from cxrcam.evaluation.scores import CHANCE, image_scores, lesion_reference, mean_zone_profiles, summarise
 from cxrcam.evaluation.stats import bootstrap_ci
 from cxrcam.explanation.methods import make_cam
-from cxrcam.models import count_parameters, get_layer, model_from_checkpoint
+from cxrcam.models import count_parameters, get_layer, model_from_checkpoint, spatial_layer
 from cxrcam.reporting.evaluation_report import write_report
+from cxrcam.rundir import claim_run_dir
 from cxrcam.training.checkpoint import checkpoint_paths, load_checkpoint
 from cxrcam.training.loop import select_device
 
 log = logging.getLogger("cxrcam.evaluate")
-
-
-def layer_grid(model: torch.nn.Module, layer: torch.nn.Module, channels: int, size: int) -> list[int]:
-    """The (height, width) of the layer's activation, which is the CAM's real resolution."""
-    shape = {}
-
-    def record(module, inputs, output):
-        shape["grid"] = list(output.shape[-2:])
-
-    handle = layer.register_forward_hook(record)
-    try:
-        with torch.no_grad():
-            model(torch.zeros(1, channels, size, size, device=next(model.parameters()).device))
-    finally:
-        handle.remove()
-    return shape["grid"]
 
 
 def layers_for(option, meta: dict) -> list[str]:
@@ -89,7 +74,7 @@ def evaluate_model(payload: dict, samples: list[Sample], method: str, layer_name
     classes, size = meta["class_names"], meta["image_size"]
     started = time.perf_counter()
     model = model_from_checkpoint(payload).to(device)
-    layer = get_layer(model, layer_name)
+    layer, grid = spatial_layer(model, layer_name, size)
     transform = build_transform(**meta["normalization"])
     cam = make_cam(method, model, layer, cfg["cam"]["aug_smooth"], cfg["cam"]["eigen_smooth"])
     targets = [classes.index(s.label) for s in samples]
@@ -112,15 +97,16 @@ def evaluate_model(payload: dict, samples: list[Sample], method: str, layer_name
     result = {
         "model": meta["model_name"], "checkpoint": payload["path"], "run": Path(payload["path"]).parents[1].name,
         "method": method, "layer": layer_name,
-        "grid": layer_grid(model, layer, transform(torch.zeros(1, size, size, dtype=torch.uint8)).shape[0], size),
+        "grid": grid,
         "image_size": size, "parameters": count_parameters(model), "n_images": len(samples),
         "accuracy": float(np.mean(probs.argmax(1) == np.array(targets))) if samples else float("nan"),
         "scores": summarise(records, labels, classes, bootstrap),
         "zone_profiles": mean_zone_profiles(records, labels, classes),
         "patterns": {c: cfg["patterns"].get(c, []) for c in classes},
         "lesion_patterns": lesion_reference(samples, settings, cfg["patterns"], classes, bootstrap),
-        "masks": {kind: sum(getattr(s, kind) is not None and bool(getattr(s, kind).any()) for s in samples)
-                  for kind in ("lungs", "lesion", "marker")},
+        "masks": {**{kind: sum(getattr(s, kind) is not None and bool(getattr(s, kind).any()) for s in samples)
+                     for kind in ("lungs", "lesion", "marker")},
+                  "one_lung": sum(s.lungs is not None and single_lung_side(s.lungs) is not None for s in samples)},
         "arrays": {"mean_heatmaps": mean_heatmaps(cams, samples, classes, cfg["mean_heatmap_size"], lung_frame),
                    "example": example_overlays(cams, samples, classes)},
     }
@@ -178,7 +164,8 @@ def shortcut_audit(shortcut: dict, control: dict | None, references: list[dict],
     models of its architecture (all when none has it), on the confounded run's test images that
     carry the marker."""
     meta = shortcut["meta"]
-    images = split_images(meta["split"]["path"], meta["class_names"], cfg["split"], cfg["max_per_class"], cfg["seed"])
+    images = split_images(str(split_file_for(meta, shortcut["path"])), meta["class_names"], cfg["split"],
+                          cfg["max_per_class"], cfg["seed"])
     samples, _ = load_samples(images, meta["image_size"])
     marked = [s for s in samples if s.marker is not None and s.marker.any()]
     if not marked:
@@ -244,6 +231,7 @@ def chance_of(result: dict, metric: str, cls: str) -> float | None:
 
 def evaluate(cfg: dict, run_dir: Path) -> list[str]:
     """Evaluate every checkpoint (and layer), write metrics and the report; returns unreadable files."""
+    validate_evaluate_config(cfg)
     check_patterns(cfg["patterns"])
     payloads = []
     for path in checkpoint_paths(cfg["ckpt"], cfg["sweep"]):
@@ -252,22 +240,26 @@ def evaluate(cfg: dict, run_dir: Path) -> list[str]:
                          for key in ("shortcut_ckpt", "control_ckpt"))
     if control and not shortcut:
         raise CxrcamError("control_ckpt is the shortcut audit's control: give shortcut_ckpt too")
-    device = select_device(cfg["device"])
+    device = select_device(cfg["device"], key="device")
     methods = cfg["cam"]["method"] if isinstance(cfg["cam"]["method"], list) else [cfg["cam"]["method"]]
+    for payload in payloads:  # a layer that has no CAM stops the call before any image is loaded
+        model = model_from_checkpoint(payload)
+        for layer_name in layers_for(cfg["cam"]["layer"], payload["meta"]):
+            spatial_layer(model, layer_name, payload["meta"]["image_size"])
+    split_files = [split_file_for(p["meta"], p["path"], cfg["split_file"]) for p in payloads]
     if len({p["meta"]["split"]["sha256"] for p in payloads}) > 1 and not cfg["split_file"]:
         log.warning("the checkpoints were trained on different splits: each is evaluated on its own %s images",
                     cfg["split"])
-    run_dir.mkdir(parents=True, exist_ok=True)
+    claim_run_dir(run_dir, "evaluate")
     results, failures, loaded = [], [], {}
-    for payload in payloads:
+    for payload, split_file in zip(payloads, split_files, strict=True):
         meta = payload["meta"]
         if missing := [c for c in meta["class_names"] if c not in cfg["patterns"]]:
             log.warning("no expected pattern for class(es) %s: set patterns.<class> in conf/evaluate.yaml", missing)
-        split_file = cfg["split_file"] or meta["split"]["path"]
         # a sweep's runs each hold a copy of the same split.csv: its hash, not its path, says it is the same
-        key = (cfg["split_file"] or meta["split"]["sha256"], meta["image_size"])
+        key = (file_sha256(split_file), meta["image_size"])
         if key not in loaded:
-            images = split_images(split_file, meta["class_names"], cfg["split"], cfg["max_per_class"], cfg["seed"])
+            images = split_images(str(split_file), meta["class_names"], cfg["split"], cfg["max_per_class"], cfg["seed"])
             loaded[key] = load_samples(images, meta["image_size"])
             failures += [f for f in loaded[key][1] if f not in failures]
         samples = loaded[key][0]
@@ -275,7 +267,8 @@ def evaluate(cfg: dict, run_dir: Path) -> list[str]:
             raise CxrcamError(f"none of the {cfg['split']} images of {split_file} could be read")
         for m, method in enumerate(methods):
             for k, layer_name in enumerate(layers_for(cfg["cam"]["layer"], meta)):
-                result = evaluate_model(payload, samples, method, layer_name, cfg, device, with_checks=m == k == 0)
+                result = {**evaluate_model(payload, samples, method, layer_name, cfg, device, with_checks=m == k == 0),
+                          "split_file": str(split_file)}
                 print(f"cxrcam.evaluate: {result['model']} {method} at {result['layer']} ({result['n_images']} "
                       f"images): {result['seconds']:.1f} s", flush=True)
                 results.append(result)

@@ -20,16 +20,17 @@ from omegaconf import DictConfig
 from tqdm import tqdm
 
 from cxrcam.cli import exit_on_unknown_group_option, run_over_files
-from cxrcam.config import config_dir
+from cxrcam.config import config_dir, validate_explain_config
 from cxrcam.data.dataset import build_transform, to_batch
 from cxrcam.data.images import read_grayscale, resize_grayscale
-from cxrcam.data.layout import images_under
-from cxrcam.data.split import split_images
+from cxrcam.data.layout import IMAGE_EXTENSIONS, images_under
+from cxrcam.data.split import split_file_for, split_images
 from cxrcam.errors import CxrcamError
 from cxrcam.explanation.methods import make_cam
-from cxrcam.models import get_layer, model_from_checkpoint
+from cxrcam.models import model_from_checkpoint, spatial_layer
 from cxrcam.reporting.overlays import plot_class_panel, plot_model_comparison, resize_cam, save_overlay
 from cxrcam.reporting.predictions import write_predictions
+from cxrcam.rundir import claim_run_dir
 from cxrcam.training.checkpoint import checkpoint_paths, load_checkpoint
 from cxrcam.training.loop import select_device
 
@@ -37,17 +38,24 @@ log = logging.getLogger("cxrcam.explain")
 TARGETS = ("predicted", "true", "all")
 
 
-def select_samples(cfg: dict, meta: dict) -> list[tuple[str, str | None]]:
-    """(path, true label or None): the given file or folder, or per_class images of the test split."""
+def select_samples(cfg: dict, payload: dict) -> list[tuple[str, str | None]]:
+    """(path, true label or None): the given file or folder, or per_class images of the checkpoint's
+    own split (verified by its sha256) or of split_file=."""
     if cfg["image"]:
         image = Path(cfg["image"])
         if image.is_dir():
-            return [(str(p), None) for p in images_under(image)]
+            found = [(str(p), None) for p in images_under(image)]
+            if not found:
+                raise CxrcamError(f"image={image} holds no image file ({', '.join(sorted(IMAGE_EXTENSIONS))}); "
+                                  "nothing to explain")
+            return found
         if image.is_file():
             return [(str(image), None)]
         raise CxrcamError(f"image={image} does not exist; pass an image file or a folder")
     if cfg["split"]:  # the same images on every call and for every model
-        return split_images(meta["split"]["path"], meta["class_names"], cfg["split"], cfg["per_class"])
+        meta = payload["meta"]
+        split_file = split_file_for(meta, payload["path"], cfg["split_file"])
+        return split_images(str(split_file), meta["class_names"], cfg["split"], cfg["per_class"])
     raise CxrcamError("say what to explain: image=<file or folder> or split=test [per_class=N]")
 
 
@@ -62,6 +70,17 @@ def cam_targets(target: str, class_names: list[str], predicted: int, true: str |
     return [class_names.index(target)]
 
 
+def cam_layer(payload: dict, cam_cfg: dict) -> tuple[torch.nn.Module, str, torch.nn.Module]:
+    """The checkpoint's model, and the name and module of the layer its CAMs are taken at; a target
+    or a layer that does not fit the model is a CxrcamError."""
+    meta = payload["meta"]
+    if cam_cfg["target"] not in (*TARGETS, *meta["class_names"]):
+        raise CxrcamError(f"cam.target={cam_cfg['target']!r} is not one of {[*TARGETS, *meta['class_names']]}")
+    model = model_from_checkpoint(payload)
+    layer_name = cam_cfg["layer"] or meta["target_layer"]
+    return model, layer_name, spatial_layer(model, layer_name, meta["image_size"])[0]
+
+
 def explain_checkpoint(payload: dict, samples: list[tuple[str, str | None]], cam_cfg: dict, batch_size: int,
                        device: torch.device, out_dir: Path, keep: set[str]) -> tuple[list[dict], list[str]]:
     """Overlays, panels, predictions.csv and cams.npz for one model; returns a result per readable
@@ -69,12 +88,9 @@ def explain_checkpoint(payload: dict, samples: list[tuple[str, str | None]], cam
     files that could not be read. Images are decoded a batch at a time, so memory stays bounded."""
     meta = payload["meta"]
     classes, size = meta["class_names"], meta["image_size"]
-    if cam_cfg["target"] not in (*TARGETS, *classes):
-        raise CxrcamError(f"cam.target={cam_cfg['target']!r} is not one of {[*TARGETS, *classes]}")
-    model = model_from_checkpoint(payload).to(device)
-    layer_name = cam_cfg["layer"] or meta["target_layer"]
-    cam = make_cam(cam_cfg["method"], model, get_layer(model, layer_name), cam_cfg["aug_smooth"],
-                   cam_cfg["eigen_smooth"])
+    model, layer_name, layer = cam_layer(payload, cam_cfg)
+    model = model.to(device)
+    cam = make_cam(cam_cfg["method"], model, layer, cam_cfg["aug_smooth"], cam_cfg["eigen_smooth"])
     transform = build_transform(**meta["normalization"])
     for folder in ("overlays", "panels"):
         (out_dir / folder).mkdir(parents=True, exist_ok=True)
@@ -148,12 +164,14 @@ def comparison_rows(per_model: list[list[dict]], paths: list[str]) -> list[dict]
 
 def explain(cfg: dict, run_dir: Path) -> list[str]:
     """Explain every checkpoint; returns the files that could not be read."""
-    if cfg["cam"]["overlay_size"] not in ("model", "original"):
-        raise CxrcamError(f"cam.overlay_size={cfg['cam']['overlay_size']!r} is not one of ['model', 'original']")
+    validate_explain_config(cfg)
     paths = checkpoint_paths(cfg["ckpt"], cfg["sweep"])
-    payloads = [load_checkpoint(p) for p in paths]
-    samples = select_samples(cfg, payloads[0]["meta"])
-    device = select_device(cfg["device"])
+    payloads = [{**load_checkpoint(p), "path": str(p)} for p in paths]
+    samples = select_samples(cfg, payloads[0])
+    device = select_device(cfg["device"], key="device")
+    for payload in payloads:  # options that do not fit a model stop the call before it writes anything
+        cam_layer(payload, cfg["cam"])
+    claim_run_dir(run_dir, "explain")
     names = [p["meta"]["model_name"] for p in payloads]
     if len({p["meta"]["split"]["sha256"] for p in payloads}) > 1 and cfg["split"]:
         log.warning("the checkpoints were trained on different splits; the %s images come from the first "
@@ -170,6 +188,9 @@ def explain(cfg: dict, run_dir: Path) -> list[str]:
     if rows:
         plot_model_comparison(rows, names, run_dir / "comparison.png", cfg["cam"]["colormap"], cfg["cam"]["alpha"])
         log.info("model comparison: %s", run_dir / "comparison.png")
+    if not per_model[0]:
+        raise CxrcamError(f"none of the {len(samples)} image(s) could be read ({', '.join(failures[:3])}"
+                          f"{', ...' if len(failures) > 3 else ''}); nothing was explained")
     log.info("explained %d image(s) with %d model(s) into %s", len(per_model[0]), len(payloads), run_dir)
     return failures
 

@@ -17,29 +17,33 @@ from pathlib import Path
 import hydra
 import numpy as np
 import torch
-from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from torch import nn
 from torch.utils.data import DataLoader, WeightedRandomSampler
 from tqdm import tqdm
 
-from cxrcam.cli import exit_on_unknown_group_option, exit_with_error
+from cxrcam.cli import exit_on_unknown_group_option, run_stage
 from cxrcam.config import config_dir, validate_train_config
 from cxrcam.data.dataset import CXRDataset, build_transform
 from cxrcam.data.layout import discover_images
 from cxrcam.data.scan import unreadable_images
-from cxrcam.data.split import file_sha256, read_split, stratified_split, write_split
+from cxrcam.data.split import checkpoint_split_file, file_sha256, read_split, stratified_split, write_split
 from cxrcam.data.synthetic import ensure_synthetic
 from cxrcam.errors import CxrcamError
-from cxrcam.models import build_model, count_parameters, get_layer
+from cxrcam.models import build_model, count_parameters, spatial_layer
 from cxrcam.reporting.figures import plot_confusion_matrix, plot_roc, plot_training_curves
 from cxrcam.reporting.predictions import write_predictions
+from cxrcam.rundir import claim_run_dir
 from cxrcam.training.checkpoint import build_metadata, load_checkpoint, save_checkpoint
 from cxrcam.training.loop import predict, restore_rng_state, rng_state, select_device, train_one_epoch
 from cxrcam.training.metrics import classification_report, quick_metrics
 
 log = logging.getLogger("cxrcam.train")
 
+# settings a resumed run may change: where the data lives and how fast the run goes, not what it learns
+RESUME_MAY_CHANGE = ("resume", "seed", "paths.", "data.name", "data.root", "data.split_file", "data.synthetic",
+                     "data.num_workers", "data.preload", "data.on_bad_image", "trainer.device", "trainer.amp",
+                     "trainer.channels_last", "demo_epochs.")
 METRICS_FIELDS = ("epoch", "train_loss", "val_loss", "val_accuracy", "val_balanced_accuracy",
                   "val_macro_f1", "lr", "epoch_s", "wall_s")
 
@@ -52,13 +56,12 @@ def split_counts(rows: list[dict], classes: list[str]) -> dict[str, dict[str, in
     return counts
 
 
-def make_split(data: dict, seed: int, run_dir: Path,
-               resume_meta: dict | None) -> tuple[list[dict], list[str]]:
-    """The split of this run, written to ``<run_dir>/split.csv`` (a resumed run must reuse its own),
-    and the unreadable images left out of it."""
+def make_split(data: dict, seed: int, run_dir: Path, resumed_split: Path | None) -> tuple[list[dict], list[str]]:
+    """The split of this run, written to ``<run_dir>/split.csv`` (a resumed run must reuse
+    ``resumed_split``, its own), and the unreadable images left out of it."""
     classes = list(data["classes"])
-    if data["split_file"] or resume_meta is not None:
-        rows = read_split(data["split_file"] or resume_meta["split"]["path"], classes)
+    if data["split_file"] or resumed_split is not None:
+        rows = read_split(data["split_file"] or resumed_split, classes, key="data.split_file")
         skipped = unreadable_images([r["path"] for r in rows], data["on_bad_image"])
         bad = set(skipped)
         rows = [r for r in rows if r["path"] not in bad]
@@ -71,7 +74,7 @@ def make_split(data: dict, seed: int, run_dir: Path,
     if skipped:
         log.warning("left out %d unreadable image(s); they are listed in test_metrics.json", len(skipped))
     write_split(rows, run_dir / "split.csv")
-    if resume_meta is not None and file_sha256(run_dir / "split.csv") != resume_meta["split"]["sha256"]:
+    if resumed_split is not None and file_sha256(run_dir / "split.csv") != file_sha256(resumed_split):
         raise CxrcamError("the split differs from the one the resumed checkpoint was trained on; "
                           "drop data.split_file or pass the run's own split.csv")
     for split, counts in split_counts(rows, classes).items():
@@ -125,18 +128,37 @@ def write_metrics_csv(history: list[dict], path: Path) -> None:
         writer.writerows(history)
 
 
+def _flatten(tree: dict, prefix: str = "") -> dict:
+    flat = {}
+    for key, value in tree.items():
+        if isinstance(value, dict) and value:
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
 def check_resumable(checkpoint: dict, cfg: dict) -> None:
-    """A resumed run must continue the same model, classes, input size and LR schedule."""
+    """A resumed run continues the checkpoint's trajectory: every setting that shapes it (model,
+    optimiser, schedule, batch, size, augmentation, split fractions, ...) must be the checkpoint's.
+    Only where the data lives and how fast it runs may change; trainer.epochs only without a
+    schedule that spans them."""
     if "training" not in checkpoint:
         raise CxrcamError(f"resume={cfg['resume']} holds no training state; resume from checkpoints/last.pt")
-    meta = checkpoint["meta"]
-    for key, value in (("model_name", cfg["model"]["name"]), ("class_names", list(cfg["data"]["classes"])),
-                       ("image_size", cfg["data"]["image_size"])):
-        if meta[key] != value:
-            raise CxrcamError(f"cannot resume: the checkpoint has {key}={meta[key]!r}, this run {value!r}")
-    planned, asked = meta["config"]["trainer"]["epochs"], cfg["trainer"]["epochs"]
-    if cfg["optim"]["scheduler"] != "none" and planned != asked:
-        raise CxrcamError(f"cannot resume with trainer.epochs={asked}: the {cfg['optim']['scheduler']} "
+    trained, asked = _flatten(checkpoint["meta"]["config"]), _flatten(cfg)
+    missing = object()
+    for key in sorted(set(trained) | set(asked)):
+        if key.startswith(RESUME_MAY_CHANGE) or key == "trainer.epochs":
+            continue
+        before, now = trained.get(key, missing), asked.get(key, missing)
+        if before != now:
+            before = "(not set)" if before is missing else before
+            raise CxrcamError(f"cannot resume with {key}={now!r}: the checkpoint was trained with {key}={before!r} "
+                              "and a resumed run continues its trajectory; drop that override (start a new run to "
+                              "change it)")
+    planned, epochs = trained["trainer.epochs"], asked["trainer.epochs"]
+    if cfg["optim"]["scheduler"] != "none" and planned != epochs:
+        raise CxrcamError(f"cannot resume with trainer.epochs={epochs}: the {cfg['optim']['scheduler']} "
                           f"schedule spans the checkpoint's trainer.epochs={planned}; pass that")
 
 
@@ -146,30 +168,28 @@ def train(cfg: dict, run_dir: Path) -> dict:
     data, model_cfg, optim, trainer = cfg["data"], cfg["model"], cfg["optim"], cfg["trainer"]
     classes = list(data["classes"])
     torch.manual_seed(cfg["seed"])
-    device = select_device(trainer["device"])
+    device = select_device(trainer["device"], key="trainer.device")
     channels_last = trainer["channels_last"]
     resume = load_checkpoint(cfg["resume"]) if cfg["resume"] else None
     if resume is not None:
         check_resumable(resume, cfg)
+    # the model before any data, so that weights and layer names that do not fit stop the run early
+    model = build_model(model_cfg["name"], len(classes), data["image_size"], dropout=model_cfg["dropout"],
+                        pretrained=model_cfg["pretrained"], pooled_size=model_cfg.get("pooled_size"))
+    spatial_layer(model, model_cfg["target_layer"], data["image_size"], key="model.target_layer")
+    claim_run_dir(run_dir, "train", hint="set hydra.run.dir to a new folder (to continue a run: "
+                  "resume=<that run>/checkpoints/last.pt)")
     checkpoint_dir = run_dir / "checkpoints"
-    if (checkpoint_dir / "last.pt").exists():
-        raise CxrcamError(f"{run_dir} already holds a trained run; set hydra.run.dir to a new folder "
-                          "(or resume=<that run>/checkpoints/last.pt)")
-    run_dir.mkdir(parents=True, exist_ok=True)
     log.info("run dir %s, device %s", run_dir, device)
 
     # data
     if data["synthetic"]:
         ensure_synthetic(data["root"], **data["synthetic"])
-    rows, skipped = make_split(data, cfg["seed"], run_dir, resume["meta"] if resume else None)
+    resumed_split = checkpoint_split_file(resume["meta"], cfg["resume"], "data.split_file") if resume else None
+    rows, skipped = make_split(data, cfg["seed"], run_dir, resumed_split)
     train_loader = make_loader(rows, "train", classes, data, augment=True,
                                class_balance=trainer["class_balance"])
     val_loader = make_loader(rows, "val", classes, data, augment=False)
-
-    # model
-    model = build_model(model_cfg["name"], len(classes), data["image_size"], dropout=model_cfg["dropout"],
-                        pretrained=model_cfg["pretrained"], pooled_size=model_cfg.get("pooled_size"))
-    get_layer(model, model_cfg["target_layer"])  # fail now, not in explain, on a bad layer name
     model = model.to(device, memory_format=torch.channels_last if channels_last else torch.preserve_format)
     meta = build_metadata(model_cfg["name"], classes, data["image_size"], data["mean"], data["std"],
                           model_cfg["target_layer"], cfg, str(run_dir / "split.csv"),
@@ -261,13 +281,16 @@ def train(cfg: dict, run_dir: Path) -> dict:
     return report
 
 
+def how_to_resume(run_dir: Path) -> str:
+    last = run_dir / "checkpoints" / "last.pt"
+    if last.is_file():
+        return f"to continue: python -m cxrcam.train <the same overrides> resume={last.absolute()}"
+    return "no epoch was saved yet, so there is nothing to resume: start again"
+
+
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="train")
 def main(cfg: DictConfig) -> float:
-    run_dir = Path(HydraConfig.get().runtime.output_dir)
-    try:
-        report = train(OmegaConf.to_container(cfg, resolve=True), run_dir)
-    except CxrcamError as exc:
-        exit_with_error("cxrcam.train", exc)
+    report = run_stage("cxrcam.train", train, cfg, how_to_resume)
     return report["best_val_macro_f1"]  # what a sweeper may optimise: never the test score
 
 

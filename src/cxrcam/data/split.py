@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import logging
 import zlib
 from pathlib import Path
 
@@ -16,6 +17,7 @@ import numpy as np
 
 from cxrcam.errors import CxrcamError
 
+log = logging.getLogger(__name__)
 SPLITS = ("train", "val", "test")
 SPLIT_FIELDS = ("path", "label", "split")
 
@@ -50,11 +52,11 @@ def write_split(rows: list[dict], path: str | Path) -> None:
         writer.writerows(rows)
 
 
-def read_split(path: str | Path, classes: list[str]) -> list[dict]:
+def read_split(path: str | Path, classes: list[str], key: str = "split_file") -> list[dict]:
+    """``key`` is the option through which the user names a split file, for the error message."""
     path = Path(path)
     if not path.is_file():
-        raise CxrcamError(f"split file {path} does not exist; set data.split_file to a split.csv "
-                          "written by cxrcam.train, or null to make a new split")
+        raise CxrcamError(f"split file {path} does not exist; set {key} to a split.csv written by cxrcam.train")
     with open(path, newline="") as f:
         rows = list(csv.DictReader(f))
     if not rows or set(rows[0]) != set(SPLIT_FIELDS):
@@ -69,6 +71,37 @@ def read_split(path: str | Path, classes: list[str]) -> list[dict]:
 
 def file_sha256(path: str | Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def checkpoint_split_file(meta: dict, checkpoint_path: str | Path, key: str) -> Path:
+    """The split.csv a checkpoint was trained on, recognised by its sha256: at the path the
+    checkpoint recorded or, for a run dir that was moved, beside the checkpoint (<run>/split.csv).
+    Another file at the recorded path (a new run in the old place) is never taken for it."""
+    expected = meta["split"]["sha256"]
+    recorded = Path(meta["split"]["path"])
+    beside = Path(checkpoint_path).absolute().parent.parent / "split.csv"
+    for candidate in (recorded, beside):
+        if candidate.is_file() and file_sha256(candidate) == expected:
+            return candidate
+    looked = "; ".join(f"{c} {'holds another split' if c.is_file() else 'does not exist'}"
+                       for c in dict.fromkeys((recorded, beside)))
+    raise CxrcamError(f"the split.csv that {checkpoint_path} was trained on (sha256 {expected[:12]}) is not found "
+                      f"({looked}); pass {key}=<that run's split.csv>")
+
+
+def split_file_for(meta: dict, checkpoint_path: str | Path, split_file: str | None = None) -> Path:
+    """The split explain and evaluate read for a checkpoint: its own (verified), or the one the user
+    named with split_file=, which may be another split (e.g. a shared test set) but is said to be,
+    since its test images may be this model's training images."""
+    if not split_file:
+        return checkpoint_split_file(meta, checkpoint_path, "split_file")
+    path = Path(split_file)
+    if not path.is_file():
+        raise CxrcamError(f"split_file={path} does not exist; pass a split.csv written by cxrcam.train")
+    if file_sha256(path) != meta["split"]["sha256"]:
+        log.warning("split_file=%s is not the split %s was trained on: its images may include that model's "
+                    "training images", path, checkpoint_path)
+    return path
 
 
 def split_images(split_file: str, classes: list[str], split: str, max_per_class: int | None,

@@ -20,7 +20,9 @@ the image left.
 from __future__ import annotations
 
 import csv
+import fcntl
 import json
+import logging
 import multiprocessing
 import os
 import shutil
@@ -35,6 +37,7 @@ from tqdm import tqdm
 
 from cxrcam.errors import CxrcamError
 
+log = logging.getLogger(__name__)
 CLASSES = ("COVID", "Lung_Opacity", "Normal", "Viral Pneumonia")
 GENERATOR_VERSION = 1
 MANIFEST = "synthetic.json"
@@ -327,20 +330,37 @@ def ensure_synthetic(root: str | Path, n_per_class: int, image_size: int, seed: 
                   seed=seed, classes=list(CLASSES))
     if marker:
         params["marker"] = {k: float(v) for k, v in sorted(marker.items())}
+    if _matches(root, params):
+        return root
+    root.parent.mkdir(parents=True, exist_ok=True)
+    with open(root.with_name(root.name + ".lock"), "a") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:  # another process is generating this set: wait for it, then use its result
+            log.info("waiting for another process that is generating %s", root)
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        if _matches(root, params):
+            return root
+        tmp = root.with_name(root.name + ".generating")
+        shutil.rmtree(tmp, ignore_errors=True)  # left by an interrupted generation
+        generate_dataset(tmp, n_per_class, image_size, seed, marker=marker)
+        (tmp / MANIFEST).write_text(json.dumps(params, indent=2))
+        shutil.rmtree(root, ignore_errors=True)  # an empty folder
+        tmp.rename(root)
+    return root
+
+
+def _matches(root: Path, params: dict) -> bool:
+    """Whether ``root`` holds the synthetic set of ``params`` (False: nothing there yet); a folder
+    with other contents is refused."""
     manifest = root / MANIFEST
     if manifest.is_file():
         found = json.loads(manifest.read_text())
         if found == params:
-            return root
+            return True
         raise CxrcamError(f"data.root={root} holds synthetic data made with other parameters ({found}); "
                           "set data.root to a new folder")
     if root.exists() and any(root.iterdir()):
         raise CxrcamError(f"data.root={root} holds files that are not a cxrcam synthetic dataset; "
                           "point data.root at an empty or new folder")
-    tmp = root.with_name(root.name + ".generating")
-    shutil.rmtree(tmp, ignore_errors=True)  # left by an interrupted generation
-    generate_dataset(tmp, n_per_class, image_size, seed, marker=marker)
-    (tmp / MANIFEST).write_text(json.dumps(params, indent=2))
-    shutil.rmtree(root, ignore_errors=True)  # an empty folder
-    tmp.rename(root)
-    return root
+    return False

@@ -31,31 +31,84 @@ def sibling_mask_path(image_path: str | Path, folder: str) -> Path | None:
 
 
 def read_mask(path: str | Path, size: int) -> np.ndarray:
-    """A mask stretched to the model's square input exactly as its image was (nearest neighbour)."""
+    """A binary mask stretched to the model's square input exactly as its image was (nearest
+    neighbour). A pixel is inside when above half the mask's maximum, so 0/1, 0/255, 0/65535, bool
+    and palette masks read alike (a palette's colours are taken as gray levels)."""
     try:
         with Image.open(path) as mask:
-            resized = mask.convert("L").resize((size, size), Image.Resampling.NEAREST)
+            if mask.mode in ("P", "PA", "RGB", "RGBA", "LA", "CMYK", "YCbCr", "1"):
+                mask = mask.convert("L")
+            values = np.asarray(mask.resize((size, size), Image.Resampling.NEAREST), dtype=np.float64)
     except (OSError, SyntaxError, ValueError) as exc:
         raise CxrcamError(f"cannot read mask {path}: {exc}") from None
-    return np.asarray(resized) > 127
+    if values.ndim != 2:
+        raise CxrcamError(f"cannot read mask {path}: it has shape {values.shape}, not one channel")
+    top = values.max()
+    return values > top / 2 if top > 0 else np.zeros(values.shape, bool)
+
+
+def _two_parts(lungs: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """The two largest connected parts ordered by column, when the smaller is a lung, not a speck."""
+    labels, n = ndimage.label(lungs)
+    if n < 2:
+        return None
+    sizes = ndimage.sum(lungs, labels, index=range(1, n + 1))
+    a, b = (np.argsort(sizes)[::-1][:2] + 1).tolist()
+    if sizes[b - 1] < 0.2 * sizes[a - 1]:
+        return None
+    parts = sorted((labels == a, labels == b), key=lambda m: np.flatnonzero(m.any(axis=0)).mean())
+    return parts[0], parts[1]
+
+
+def _side_of_one_part(lungs: np.ndarray) -> int | None:
+    """0 or 1 when (nearly) all of the mask lies on one side of the image's midline, else None:
+    one part spanning the midline is two lungs that touch."""
+    total = lungs.sum()
+    if total == 0:
+        return None
+    image_left = lungs[:, : lungs.shape[1] // 2].sum() / total
+    return 0 if image_left >= 0.9 else 1 if image_left <= 0.1 else None
+
+
+def single_lung_side(lungs: np.ndarray) -> int | None:
+    """0 (patient's right, image left) or 1 when the mask holds one lung only (pneumonectomy, a
+    collapsed or fully opaque lung), else None."""
+    return None if _two_parts(lungs) is not None else _side_of_one_part(lungs)
 
 
 def split_lungs(lungs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(patient's right lung, patient's left lung): the two largest connected parts ordered by
-    column, or, when the lungs touch, the mask cut at the middle of its column extent."""
-    labels, n = ndimage.label(lungs)
-    if n >= 2:
-        sizes = ndimage.sum(lungs, labels, index=range(1, n + 1))
-        a, b = (np.argsort(sizes)[::-1][:2] + 1).tolist()
-        if sizes[b - 1] >= 0.2 * sizes[a - 1]:
-            parts = sorted((labels == a, labels == b), key=lambda m: np.flatnonzero(m.any(axis=0)).mean())
-            return parts[0], parts[1]
+    """(patient's right lung, patient's left lung): two separate lungs; one lung on its own side
+    with the other empty; or, when the lungs touch, the mask cut at the middle of its column extent."""
+    parts = _two_parts(lungs)
+    if parts is not None:
+        return parts
+    side = _side_of_one_part(lungs)
+    if side is not None:
+        empty = np.zeros_like(lungs)
+        return (lungs.copy(), empty) if side == 0 else (empty, lungs.copy())
     cols = np.flatnonzero(lungs.any(axis=0))
     if cols.size == 0:
         return lungs.copy(), np.zeros_like(lungs)
     middle = (cols[0] + cols[-1] + 1) / 2
     image_left = np.arange(lungs.shape[1])[None, :] < middle
     return lungs & image_left, lungs & ~image_left
+
+
+def mask_problem(mask: np.ndarray, kind: str) -> str | None:
+    """Why a mask looks wrong (its encoding, or a degenerate drawing), for a warning; None if fine."""
+    share = float(mask.mean())
+    if share >= 0.98:
+        return f"covers {share:.0%} of the image (all white: inverted, or not a {kind} mask?)"
+    if kind == "lung":
+        if share == 0:
+            return "is empty (no lung drawn)"
+        if share < 0.01:
+            return f"covers only {share:.2%} of the image"
+        if share > 0.8:
+            return f"covers {share:.0%} of the image (inverted? white must be the lungs)"
+        if single_lung_side(mask) is not None:
+            return "holds one lung only: scored as one lung, the other side empty"
+    return None
 
 
 def zone_map(lungs: np.ndarray, peripheral_from: float = 0.5) -> np.ndarray:

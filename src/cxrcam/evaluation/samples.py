@@ -11,7 +11,7 @@ from tqdm import tqdm
 from cxrcam.data.images import load_image
 from cxrcam.data.layout import MASK_FOLDERS
 from cxrcam.errors import CxrcamError
-from cxrcam.evaluation.anatomy import read_mask, sibling_mask_path
+from cxrcam.evaluation.anatomy import mask_problem, read_mask, sibling_mask_path
 
 log = logging.getLogger(__name__)
 LUNG_MASKS, LESION_MASKS, MARKER_MASKS = MASK_FOLDERS
@@ -27,9 +27,18 @@ class Sample:
     marker: np.ndarray | None  # a burned-in marker (synthetic confounder)
 
 
+MASK_KINDS = {LUNG_MASKS: "lung", LESION_MASKS: "lesion", MARKER_MASKS: "marker"}
+
+
 def _optional_mask(path: str, folder: str, size: int) -> np.ndarray | None:
+    """The mask beside an image, or None; a mask that looks wrong is read but warned about."""
     mask_path = sibling_mask_path(path, folder)
-    return read_mask(mask_path, size) if mask_path is not None else None
+    if mask_path is None:
+        return None
+    mask = read_mask(mask_path, size)
+    if (problem := mask_problem(mask, MASK_KINDS[folder])) is not None:
+        log.warning("%s mask %s %s", MASK_KINDS[folder], mask_path, problem)
+    return mask
 
 
 def load_samples(images: list[tuple[str, str]], size: int) -> tuple[list[Sample], list[str]]:

@@ -14,6 +14,9 @@ from cxrcam.errors import CxrcamError
 from cxrcam.models.simple_cnn import SimpleCNN
 
 MODEL_NAMES = ("resnet50", "densenet121", "simple_cnn")
+# the smallest input each model maps to at least one cell at its last layer (SimpleCNN: 4 poolings;
+# DenseNet121's pooling transitions fail below 31 px; ResNet50: input/32)
+MIN_IMAGE_SIZE = {"resnet50": 32, "densenet121": 32, "simple_cnn": 16}
 _LEGACY_DENSENET_KEY = re.compile(
     r"^(.*denselayer\d+\.(?:norm|relu|conv))\.((?:[12])\.(?:weight|bias|running_mean|running_var|num_batches_tracked))$")
 _IMAGENET_WEIGHTS = {"resnet50": tvm.ResNet50_Weights.IMAGENET1K_V2,
@@ -50,15 +53,26 @@ def _load_imagenet_backbone(model: nn.Module, name: str, pretrained: bool | str)
     if not path.is_file():
         raise CxrcamError(f"ImageNet weights for {name} not found at {path}; download "
                           f"{_IMAGENET_WEIGHTS[name].url} and put it there, or set model.pretrained=/path/to/file.pth")
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # a text file, a truncated download, a pickle with code: many types
+        raise CxrcamError(f"model.pretrained={path} is not a PyTorch weights file ({type(exc).__name__}); "
+                          f"pass torchvision's {name} ImageNet .pth file") from None
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise CxrcamError(f"model.pretrained={path} holds no state dict of tensors; pass torchvision's {name} "
+                          "ImageNet .pth file")
     if name == "densenet121":  # torchvision's own file names 'denselayer1.norm.1', the module 'norm1'
         state = {_LEGACY_DENSENET_KEY.sub(r"\1\2", k): v for k, v in state.items()}
     head = "fc." if name == "resnet50" else "classifier."
     backbone = {k: v for k, v in state.items() if not k.startswith(head)}
-    missing, unexpected = model.load_state_dict(backbone, strict=False)
+    try:
+        missing, unexpected = model.load_state_dict(backbone, strict=False)
+        detail = f"unexpected keys {unexpected[:3]}, missing {missing[:3]}"
+    except RuntimeError:  # the same names with other shapes: another architecture of the family
+        missing, unexpected, detail = [], [None], "its tensors have other shapes"
     if unexpected or any(not k.startswith(head) for k in missing):
-        raise CxrcamError(f"{path} does not hold {name} ImageNet weights "
-                          f"(unexpected keys {unexpected[:3]}, missing {missing[:3]})")
+        raise CxrcamError(f"model.pretrained={path} does not hold {name} ImageNet weights ({detail}); "
+                          f"pass torchvision's {name} file")
 
 
 def build_model(name: str, num_classes: int, image_size: int, dropout: float = 0.5,
@@ -102,6 +116,26 @@ def get_layer(model: nn.Module, dotted_name: str) -> nn.Module:
     except AttributeError:
         raise CxrcamError(f"layer {dotted_name!r} does not exist in {type(model).__name__}; "
                           "use a dotted module name as printed by print(model)") from None
+
+
+def spatial_layer(model: nn.Module, dotted_name: str, image_size: int, key: str = "cam.layer") -> tuple[nn.Module, list[int]]:
+    """The layer a CAM is taken at and its map's (height, width), from one forward pass of a blank
+    image: a layer whose output is not a (N, C, H, W) map, such as the classifier, has no CAM."""
+    layer, shape = get_layer(model, dotted_name), {}
+
+    def record(module, inputs, output):
+        shape["output"] = tuple(output.shape) if isinstance(output, torch.Tensor) else None
+
+    handle = layer.register_forward_hook(record)
+    try:
+        with torch.no_grad():
+            model.eval()(torch.zeros(1, 3, image_size, image_size, device=next(model.parameters()).device))
+    finally:
+        handle.remove()
+    if shape.get("output") is None or len(shape["output"]) != 4:
+        raise CxrcamError(f"{key}={dotted_name} gives an output of shape {shape.get('output')}, not a spatial map "
+                          "(N, C, H, W); name a convolutional block, as printed by print(model)")
+    return layer, list(shape["output"][-2:])
 
 
 def count_parameters(model: nn.Module) -> int:

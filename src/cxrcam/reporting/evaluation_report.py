@@ -144,7 +144,7 @@ def write_report(results: list[dict], audit: dict | None, payloads: list[dict], 
 def _data_section(doc: Document, results: list[dict], payloads: list[dict], cfg: dict) -> None:
     doc.heading("Data")
     meta = payloads[0]["meta"]
-    split_file = cfg["split_file"] or meta["split"]["path"]
+    split_file = results[0]["split_file"]
     counts = Counter((r["label"], r["split"]) for r in read_split(split_file, meta["class_names"]))
     doc.para(f"Split file {split_file}; classes {', '.join(meta['class_names'])}.")
     doc.table(["class", "train", "val", "test"],
@@ -153,7 +153,10 @@ def _data_section(doc: Document, results: list[dict], payloads: list[dict], cfg:
     doc.para(f"Of the {results[0]['n_images']} evaluated images, {masks['lungs']} have a lung mask, "
              f"{masks['lesion']} a non-empty lesion mask and {masks['marker']} a burned-in marker mask. "
              "Localisation is scored on images with a lesion mask, lung-relative measures on images with "
-             "a lung mask.")
+             "a lung mask."
+             + (f" {masks['one_lung']} lung mask(s) hold one lung only (a pneumonectomy, a collapsed or fully "
+                "opaque lung, or a partial mask): they are scored as one lung with the other side empty, so they "
+                "cannot meet 'bilateral'." if masks["one_lung"] else ""))
 
 
 def _models_section(doc: Document, results: list[dict], payloads: list[dict]) -> None:

@@ -6,6 +6,7 @@ received from someone else can be opened without running their code.
 
 from __future__ import annotations
 
+import io
 import os
 import pickle
 import subprocess
@@ -53,8 +54,16 @@ def save_checkpoint(payload: dict, path: str | Path) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
+    buffer = io.BytesIO()  # serialised in memory: torch's file writer reports a full disk as a cryptic RuntimeError
+    torch.save(payload, buffer)
+    try:
+        with open(tmp, "wb") as f:
+            f.write(buffer.getbuffer())
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise CxrcamError(f"cannot write checkpoint {path}: {exc.strerror}; free disk space or set hydra.run.dir "
+                          "to a writable folder") from None
 
 
 def load_checkpoint(path: str | Path) -> dict:

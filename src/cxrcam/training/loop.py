@@ -13,17 +13,17 @@ from tqdm import tqdm
 from cxrcam.errors import CxrcamError
 
 
-def select_device(name: str) -> torch.device:
+def select_device(name: str, key: str) -> torch.device:
+    """``key`` is the option as the calling stage names it (trainer.device, device), for errors."""
     if name != "auto":
         try:
             device = torch.device(name)
-        except RuntimeError:
-            raise CxrcamError(f"trainer.device={name!r} is not a torch device; "
-                              "use auto, cpu, cuda, cuda:N or mps") from None
+        except (RuntimeError, TypeError):
+            raise CxrcamError(f"{key}={name!r} is not a torch device; use auto, cpu, cuda, cuda:N or mps") from None
         if device.type == "cuda" and not torch.cuda.is_available():
-            raise CxrcamError(f"trainer.device={name!r} but no CUDA GPU is available here; use trainer.device=auto")
+            raise CxrcamError(f"{key}={name!r} but no CUDA GPU is available here; use {key}=auto")
         if device.type == "mps" and not torch.backends.mps.is_available():
-            raise CxrcamError(f"trainer.device={name!r} but MPS is not available here; use trainer.device=auto")
+            raise CxrcamError(f"{key}={name!r} but MPS is not available here; use {key}=auto")
         return device
     if torch.cuda.is_available():
         return torch.device("cuda")

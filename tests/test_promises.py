@@ -1,0 +1,137 @@
+"""README promises that a one-line bug would break without any other test noticing: the test split
+is scored with the best checkpoint, the split is checked on resume, macro-F1 is macro, ROAD's
+sign, an infinite loss stops training, and no horizontal flip by default."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from cxrcam.data.dataset import build_transform, to_batch
+from cxrcam.data.images import load_image
+from cxrcam.errors import CxrcamError
+from cxrcam.evaluation.faithfulness import road_scores
+from cxrcam.models import model_from_checkpoint
+from cxrcam.train import train
+from cxrcam.training import metrics
+from cxrcam.training.checkpoint import load_checkpoint
+from cxrcam.training.metrics import quick_metrics
+
+from conftest import compose_train_config, tiny_train_overrides, train_tiny
+
+
+def probabilities(checkpoint: Path, paths: list[str]) -> np.ndarray:
+    """What a checkpoint predicts for images, computed here from its weights and metadata alone."""
+    payload = load_checkpoint(checkpoint)
+    meta = payload["meta"]
+    images = to_batch([load_image(p, meta["image_size"]) for p in paths], build_transform(**meta["normalization"]))
+    with torch.no_grad():
+        return model_from_checkpoint(payload)(images).softmax(1).numpy()
+
+
+def test_the_test_split_is_scored_with_the_best_checkpoint_not_the_last(tiny_synthetic, tmp_path, monkeypatch):
+    scores = iter([0.9, 0.2, 0.1])  # validation macro-F1 per epoch: epoch 1 is the best
+
+    def first_epoch_best(y_true, probs):
+        return {**quick_metrics(y_true, probs), "macro_f1": next(scores)}
+
+    monkeypatch.setattr("cxrcam.train.quick_metrics", first_epoch_best)
+    report = train(compose_train_config(*tiny_train_overrides(tiny_synthetic, "model=simple_cnn", "trainer.epochs=3")),
+                   tmp_path)
+    assert report["best_epoch"] == 1 and report["best_val_macro_f1"] == 0.9
+    assert load_checkpoint(tmp_path / "checkpoints" / "best.pt")["meta"]["epoch"] == 1
+    with open(tmp_path / "test_predictions.csv") as f:
+        rows = list(csv.DictReader(f))
+    written = np.array([[float(r[k]) for k in r if k.startswith("p_")] for r in rows])
+    paths = [r["path"] for r in rows]
+    best, last = (probabilities(tmp_path / "checkpoints" / name, paths) for name in ("best.pt", "last.pt"))
+    assert np.abs(last - best).max() > 1e-3  # the two checkpoints do predict differently
+    np.testing.assert_allclose(written, best, atol=1e-5)
+    assert report["accuracy"] == pytest.approx(float(np.mean(best.argmax(1) == [
+        report["class_names"].index(r["label"]) for r in rows])))
+
+
+def test_resume_refuses_a_split_other_than_its_own(tiny_synthetic, tmp_path):
+    first = tmp_path / "a"
+    train_tiny(tiny_synthetic, first, "trainer.epochs=1")
+    other = tmp_path / "b"
+    train_tiny(tiny_synthetic, other, "seed=5")
+    assert (first / "split.csv").read_bytes() != (other / "split.csv").read_bytes()
+    cfg = compose_train_config(*tiny_train_overrides(tiny_synthetic, "model=simple_cnn", "trainer.epochs=2",
+                                                     f"resume={first / 'checkpoints/last.pt'}",
+                                                     f"data.split_file={other / 'split.csv'}"))
+    with pytest.raises(CxrcamError, match="the split differs from the one the resumed checkpoint was trained on"):
+        train(cfg, tmp_path / "resumed")
+    assert not (tmp_path / "resumed" / "checkpoints").exists()
+
+
+def test_macro_f1_weighs_every_class_alike():
+    """8 Normal, 2 COVID, always 'Normal': F1 0.889 for Normal and 0 for COVID, so macro-F1 0.444
+    (weighted F1 would be 0.711, accuracy 0.8)."""
+    y_true = np.array([1] * 8 + [0] * 2)
+    probs = np.tile([0.3, 0.7], (10, 1))
+    result = quick_metrics(y_true, probs)
+    assert result["macro_f1"] == pytest.approx((2 * 0.8 / 1.8 + 0) / 2)
+    assert result["accuracy"] == pytest.approx(0.8) and result["balanced_accuracy"] == pytest.approx(0.5)
+    assert metrics.classification_report(y_true, probs, ["COVID", "Normal"])["macro_f1"] == result["macro_f1"]
+
+
+class QuadrantModel(nn.Module):
+    """Class 0's logit is the brightness of the image's top-left quadrant: all it looks at."""
+
+    def forward(self, x):
+        evidence = x[:, :, : x.shape[2] // 2, : x.shape[3] // 2].mean(dim=(1, 2, 3))
+        return torch.stack([8 * evidence, torch.zeros_like(evidence)], dim=1)
+
+
+def test_road_is_positive_for_a_cam_on_the_evidence_and_negative_for_its_inverse():
+    images = torch.zeros(2, 3, 24, 24)
+    images[:, :, :12, :12] = 1.0  # the evidence
+    on_evidence = np.zeros((2, 24, 24), np.float32)
+    on_evidence[:, :12, :12] = 1.0
+    on_evidence += np.linspace(0, 0.01, 24 * 24, dtype=np.float32).reshape(24, 24)  # distinct ranks
+    faithful = road_scores(QuadrantModel(), images, on_evidence, [0, 0], [50, 75], seed=0)
+    inverted = road_scores(QuadrantModel(), images, 1 - on_evidence, [0, 0], [50, 75], seed=0)
+    assert (faithful["morf"] < -0.1).all() and (np.abs(faithful["lerf"]) < 0.05).all()  # removing it hurts
+    assert (faithful["combined"] > 0.05).all() and (inverted["combined"] < -0.05).all()
+    np.testing.assert_allclose(faithful["combined"], ((faithful["lerf"] - faithful["morf"]) / 2).mean(axis=1))
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf"])
+def test_a_non_finite_loss_stops_training_and_names_epoch_and_step(tiny_synthetic, tmp_path, monkeypatch, value):
+    class BreaksInEpochTwo(nn.CrossEntropyLoss):
+        calls = 0
+
+        def forward(self, logits, labels):
+            BreaksInEpochTwo.calls += 1
+            loss = super().forward(logits, labels)
+            return loss + float(value) if BreaksInEpochTwo.calls == 4 else loss  # 2 steps per epoch here
+
+    monkeypatch.setattr("cxrcam.train.nn.CrossEntropyLoss", BreaksInEpochTwo)
+    with pytest.raises(CxrcamError, match=f"loss became {float(value)} at epoch 2, step 1;"):
+        train(compose_train_config(*tiny_train_overrides(tiny_synthetic, "model=simple_cnn", "trainer.epochs=3")),
+              tmp_path)
+    assert load_checkpoint(tmp_path / "checkpoints" / "last.pt")["training"]["epoch"] == 1
+
+
+@pytest.mark.parametrize("choice", ["data=synthetic", "data=covid_radiography", "data=folder", "experiment=demo",
+                                    "experiment=shortcut", "experiment=shortcut_control"])
+def test_no_horizontal_flip_in_any_shipped_config(choice):
+    assert compose_train_config(choice)["data"]["augment"]["hflip"] is False
+
+
+def test_the_training_transform_never_flips_unless_asked():
+    image = torch.zeros(1, 16, 16, dtype=torch.uint8)
+    image[:, :, :4] = 255  # bright on the image left only
+    still = {"rotation": 0, "translate": 0, "scale": 0, "brightness": 0, "contrast": 0}
+    plain = build_transform([0.5] * 3, [0.5] * 3)(image)
+    torch.manual_seed(0)
+    unflipped = [build_transform([0.5] * 3, [0.5] * 3, {**still, "hflip": False})(image) for _ in range(30)]
+    assert all(torch.equal(x, plain) for x in unflipped)
+    flipped = [build_transform([0.5] * 3, [0.5] * 3, {**still, "hflip": True})(image) for _ in range(30)]
+    assert any(torch.equal(x, plain.flip(-1)) for x in flipped) and any(torch.equal(x, plain) for x in flipped)
