@@ -111,7 +111,27 @@ def test_a_sweep_dir_taken_in_the_same_second_moves_its_jobs_too(tmp_path):
     RunDirClaim("train").on_multirun_start(first)
     RunDirClaim("train").on_multirun_start(second)
     assert second.hydra.sweep.dir == f"{first.hydra.sweep.dir}-2"
-    assert f"hydra.sweep.dir={first.hydra.sweep.dir}-2" in second.hydra.overrides.hydra  # jobs recompose from these
+    assert f"hydra.sweep.dir='{first.hydra.sweep.dir}-2'" in second.hydra.overrides.hydra  # jobs recompose from these
+
+
+def test_a_moved_sweep_dir_with_grammar_characters_reaches_its_jobs(tmp_path):
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    odd = tmp_path / "o(1), it's=[x]"
+    first = _hydra_run_config("train", f'paths.output_dir="{odd}"')
+    second = _hydra_run_config("train", f'paths.output_dir="{odd}"')
+    OmegaConf.copy_cache(from_config=first, to_config=second)
+    RunDirClaim("train").on_multirun_start(first)
+    RunDirClaim("train").on_multirun_start(second)
+    (override,) = OverridesParser.create().parse_overrides([second.hydra.overrides.hydra[-1]])
+    assert override.key_or_group == "hydra.sweep.dir" and override.value() == f"{first.hydra.sweep.dir}-2"
+
+
+def test_a_dir_named_with_dots_is_the_dir_hydra_runs_in(tmp_path):
+    (tmp_path / "a").mkdir()
+    assert claim_before_hydra(f"{tmp_path}/a/../run", "train") is None
+    claim_run_dir(tmp_path / "run", "train")  # as Hydra hands it over: normalised
+    assert json.loads((tmp_path / "run" / CLAIM).read_text())["stage"] == "train"
 
 
 def test_concurrent_trainings_into_one_named_dir_one_runs_the_other_stops(tiny_synthetic, tmp_path):
@@ -199,6 +219,24 @@ def test_a_moved_run_is_explained_evaluated_and_resumed_with_its_own_split(tiny_
         assert sorted(r["path"] for r in csv.DictReader(f)) == own_test
 
 
+def test_resume_finds_its_split_through_data_split_file_and_needs_no_pretrained_file(tiny_synthetic, tmp_path):
+    weights = tmp_path / "simple.pth"
+    run = tmp_path / "run"
+    torch.save(build_model("resnet50", 4, 32).state_dict(), weights)
+    train(compose_train_config(*tiny_train_overrides(tiny_synthetic, "model=resnet50", "trainer.epochs=1",
+                                                     f"model.pretrained={weights}")), run)
+    kept = tmp_path / "kept_split.csv"
+    (run / "split.csv").rename(kept)
+    weights.unlink()  # the weights now come from the checkpoint
+    resume = [f"resume={run / 'checkpoints/last.pt'}", "trainer.epochs=2"]
+    overrides = tiny_train_overrides(tiny_synthetic, "model=resnet50", f"model.pretrained={weights}", *resume)
+    with pytest.raises(CxrcamError, match="pass data.split_file=<that run's split.csv>"):
+        train(compose_train_config(*overrides), tmp_path / "r1")
+    assert not (tmp_path / "r1").exists()
+    report = train(compose_train_config(*overrides, f"data.split_file={kept}"), tmp_path / "r2")
+    assert report["epochs"] == 2 and (tmp_path / "r2" / "split.csv").read_bytes() == kept.read_bytes()
+
+
 def test_split_file_of_another_split_is_used_with_a_warning(trained, tiny_synthetic, tmp_path, caplog):
     other = tmp_path / "other"
     train_tiny(tiny_synthetic, other, "seed=3")
@@ -280,6 +318,26 @@ def test_a_one_lung_mask_is_one_lung_on_its_own_side():
     assert single_lung_side(touching) is None and [p.sum() for p in split_lungs(touching)] == [960, 960]
 
 
+def test_a_label_map_with_one_value_per_lung_reads_both_lungs(tmp_path):
+    labels = np.zeros((64, 64), np.uint8)
+    labels[10:50, 8:28], labels[10:50, 36:56] = 1, 2
+    Image.fromarray(labels).save(tmp_path / "labels.png")
+    np.testing.assert_array_equal(read_mask(tmp_path / "labels.png", 64), labels > 0)
+    soft = (labels > 0).astype(np.float64) * 200 + np.random.default_rng(0).integers(0, 40, labels.shape)
+    Image.fromarray(soft.astype(np.uint8)).save(tmp_path / "soft.png")  # many gray levels: half the maximum
+    np.testing.assert_array_equal(read_mask(tmp_path / "soft.png", 64), labels > 0)
+
+
+def test_a_small_remnant_on_the_other_side_is_a_lung_a_speck_is_not():
+    lung = _lung((64, 64), slice(10, 50), slice(8, 28))  # 800 px
+    remnant = lung | _lung((64, 64), slice(30, 36), slice(40, 44))  # 24 px on the image right: 3 %
+    assert single_lung_side(remnant) is None and [p.sum() for p in split_lungs(remnant)] == [800, 24]
+    speck = lung | _lung((64, 64), slice(30, 31), slice(40, 41))  # 1 px
+    right, left = split_lungs(speck)
+    assert single_lung_side(speck) == 0 and right.sum() == 800 and not left.any()
+    assert (zone_map(speck)[:, 32:] == -1).all()  # the speck does not stretch the lung's zones
+
+
 def test_degenerate_masks_are_named(tmp_path):
     assert "all white" in mask_problem(np.ones((32, 32), bool), "lung")
     assert "all white" in mask_problem(np.ones((32, 32), bool), "lesion")
@@ -346,6 +404,15 @@ def test_bad_training_values_are_one_line_before_any_work(tiny_synthetic, tmp_pa
     assert not (tmp_path / "r").exists()
 
 
+def test_a_marker_that_is_not_a_probability_is_refused_before_generating(tmp_path):
+    cfg = compose_train_config("data.synthetic.marker={COVID:abc}", f"paths.data_dir={tmp_path / 'data'}")
+    with pytest.raises(CxrcamError) as info:
+        train(cfg, tmp_path / "run")
+    assert str(info.value) == ("data.synthetic.marker={'COVID': 'abc'} must map class names to probabilities in "
+                               "[0, 1], e.g. {COVID: 0.95, Normal: 0.05}")
+    assert not (tmp_path / "data").exists() and not (tmp_path / "run").exists()
+
+
 @pytest.mark.parametrize("model, size", [("densenet121", 16), ("densenet121", 8), ("simple_cnn", 8)])
 def test_an_input_too_small_for_the_model_is_refused_before_data_is_loaded(tmp_path, model, size):
     cfg = compose_train_config(f"model={model}", f"data.image_size={size}", "data=covid_radiography",
@@ -374,6 +441,8 @@ def test_pretrained_files_that_are_not_the_models_weights_are_one_line(tmp_path)
     ("explain", "cam.layer=classifier", "cam.layer=classifier gives an output of shape (1, 4)"),
     ("explain", "cam.colormap=rainbowz", "cam.colormap='rainbowz' is not a matplotlib colormap"),
     ("explain", "device=gpu", "device='gpu' is not a torch device"),
+    ("explain", "cam.method=[gradcam,hirescam]", "cam.method=['gradcam', 'hirescam'] is not one of"),
+    ("explain", "cam.colormap=[jet]", "cam.colormap=['jet'] is not a matplotlib colormap"),
     ("evaluate", "batch_size=0", "batch_size=0 must be a whole number >= 1"),
     ("evaluate", "faithfulness.n_images=0", "faithfulness.n_images=0 must be a whole number >= 1"),
     ("evaluate", "cam.layer=classifier", "cam.layer=classifier gives an output of shape (1, 4)"),
@@ -397,6 +466,7 @@ def test_cli_error_families_are_one_line_and_exit_2(tiny_synthetic, trained, tmp
         ("explain", [f"ckpt={trained / 'checkpoints/best.pt'}", "split=test", "cam.colormap=nope"], "cam.colormap="),
         ("evaluate", [f"ckpt={trained / 'checkpoints/best.pt'}", "seed=${nope}"], "seed: Interpolation key 'nope' not found"),
         ("train", ["data=covid_radiography"], "data.root is not set; pass data.root=<value>"),
+        ("train", ["trainer.epoch=3"], "Could not override 'trainer.epoch'; To append to your config use +trainer.epoch=3"),
     ):
         line = one_line_error(cli(stage, *args, f"hydra.run.dir={tmp_path / stage}", cwd=tmp_path), stage)
         assert line.startswith(f"cxrcam.{stage}: error: {expected}")
@@ -447,7 +517,8 @@ def test_ctrl_c_exits_130_with_one_line_saying_how_to_resume(tiny_synthetic, tmp
     _, err = process.communicate(timeout=60)
     assert process.returncode == 130 and "Traceback" not in err
     assert err.strip().splitlines()[-1] == ("cxrcam.train: interrupted; to continue: python -m cxrcam.train "
-                                            f"<the same overrides> resume={last}")
+                                            f"<the same overrides> resume={last} (into a new run dir: drop or "
+                                            "change hydra.run.dir)")
 
 
 def test_ctrl_c_while_starting_up_is_one_line_too(tmp_path):

@@ -65,7 +65,20 @@ def test_resume_refuses_a_split_other_than_its_own(tiny_synthetic, tmp_path):
     cfg = compose_train_config(*tiny_train_overrides(tiny_synthetic, "model=simple_cnn", "trainer.epochs=2",
                                                      f"resume={first / 'checkpoints/last.pt'}",
                                                      f"data.split_file={other / 'split.csv'}"))
-    with pytest.raises(CxrcamError, match="the split differs from the one the resumed checkpoint was trained on"):
+    with pytest.raises(CxrcamError, match=f"data.split_file={other / 'split.csv'} is not the split the resumed "
+                                          "checkpoint was trained on"):
+        train(cfg, tmp_path / "resumed")
+    assert not (tmp_path / "resumed").exists()
+
+
+def test_resume_refuses_when_images_of_its_split_became_unreadable(tiny_dataset_copy, tmp_path):
+    train_tiny(tiny_dataset_copy, tmp_path / "a", "trainer.epochs=1")
+    broken = sorted((tiny_dataset_copy / "Normal" / "images").glob("*.png"))[0]
+    broken.write_bytes(b"")
+    cfg = compose_train_config(*tiny_train_overrides(tiny_dataset_copy, "model=simple_cnn", "trainer.epochs=2",
+                                                     f"resume={tmp_path / 'a/checkpoints/last.pt'}"))
+    with pytest.raises(CxrcamError, match="without the 1 unreadable image\\(s\\) the split differs from the one "
+                                          "the resumed checkpoint was trained on; restore those files"):
         train(cfg, tmp_path / "resumed")
     assert not (tmp_path / "resumed" / "checkpoints").exists()
 

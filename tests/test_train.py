@@ -14,7 +14,7 @@ import pytest
 import torch
 from PIL import Image
 
-from cxrcam.cli import unknown_group_option
+from cxrcam.cli import uncomposable_override, unknown_group_option
 from cxrcam.config import config_dir
 from cxrcam.data.dataset import build_transform
 from cxrcam.data.images import load_image
@@ -199,6 +199,18 @@ def test_unknown_group_option_is_one_line_naming_the_options(tmp_path):
 ])
 def test_unknown_group_option_judges_only_what_it_can(argv, reason):
     assert unknown_group_option(argv, config_dir()) == reason
+
+
+@pytest.mark.parametrize("argv, reason", [
+    (["trainer.epoch=3"], "Could not override 'trainer.epoch'; To append to your config use +trainer.epoch=3"),
+    (["-m", "model=simple_cnn,resnet50", "optim.lrr=1e-3"],
+     "Could not override 'optim.lrr'; To append to your config use +optim.lrr=1e-3"),
+    (["data.classes=[COVID"], "no viable alternative at input '[COVID'"),
+    (["-m", "optim.lr=1e-3,1e-4", "+note=mine", "hydra.run.dir=/tmp/x", "--cfg", "job"], None),
+    (["--config-dir=/my/conf", "trainer.epoch=3"], None),  # a user's own configs may add keys
+])
+def test_an_override_hydra_cannot_compose_is_judged_before_hydra_starts(argv, reason):
+    assert uncomposable_override(argv, config_dir(), "train") == reason
 
 
 def test_tiny_multirun_writes_the_comparison_table(tiny_synthetic, tmp_path):

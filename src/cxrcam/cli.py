@@ -9,7 +9,11 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import NoReturn, TypeVar
 
+from hydra import compose, initialize_config_dir
+from hydra._internal.utils import get_args_parser
 from hydra.core.hydra_config import HydraConfig
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.errors import ConfigCompositionException, OverrideParseException
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf, read_write
 from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
@@ -22,12 +26,17 @@ T = TypeVar("T")
 GROUP_CHOICE = re.compile(r"^(?P<group>[A-Za-z_]+)=(?P<options>[\w.,-]*)$")  # model=a,b; no sweep functions
 
 
+def _names_config_dirs(argv: Sequence[str]) -> bool:
+    """Whether the user adds config dirs of their own, whose options only Hydra knows."""
+    return any(arg.startswith(("--config-dir", "-cd", "--config-path", "-cp", "hydra.searchpath")) for arg in argv)
+
+
 def unknown_group_option(argv: Sequence[str], config_dir: Path) -> str | None:
     """Why a ``group=option`` argument names no config in ``config_dir/<group>/``, or None.
 
     Hydra's own message for this is a page with the search path; this is the one line before it.
     Arguments it cannot judge (sweep functions, a user's extra config dir) are left to Hydra."""
-    if any(arg.startswith(("--config-dir", "-cd", "--config-path", "-cp", "hydra.searchpath")) for arg in argv):
+    if _names_config_dirs(argv):
         return None
     for arg in argv:
         match = GROUP_CHOICE.match(arg)
@@ -46,8 +55,31 @@ def exit_with_error(command: str, message: object) -> NoReturn:
     sys.exit(2)
 
 
-def exit_on_unknown_group_option(command: str, config_dir: Path) -> None:
-    reason = unknown_group_option(sys.argv[1:], config_dir)
+def uncomposable_override(argv: Sequence[str], config_dir: Path, config_name: str) -> str | None:
+    """Why Hydra cannot compose the config from these arguments (a key that does not exist, an
+    override it cannot parse), in one line; None when it can. Hydra's own message is a page with
+    exit code 1. Sweeps are judged by their other arguments, a user's extra config dir not at all."""
+    if _names_config_dirs(argv):
+        return None
+    try:
+        args = get_args_parser().parse_args(list(argv))
+        if args.config_name or args.experimental_rerun:
+            return None
+        overrides = OverridesParser.create().parse_overrides(args.overrides)
+        with initialize_config_dir(version_base="1.3", config_dir=str(config_dir)):
+            compose(config_name, overrides=[o.input_line for o in overrides if not o.is_sweep_override()])
+    except SystemExit:  # a malformed Hydra flag: argparse has said so
+        return None
+    except (ConfigCompositionException, OverrideParseException) as exc:
+        lines = [line.strip().rstrip(".") for line in str(exc).splitlines()]
+        return "; ".join(line for line in lines if line and "hydra.cc/docs" not in line)
+    return None
+
+
+def exit_on_bad_arguments(command: str, config_dir: Path, config_name: str) -> None:
+    """One line and exit code 2, before Hydra starts, for an unknown group option or key."""
+    reason = unknown_group_option(sys.argv[1:], config_dir) or uncomposable_override(sys.argv[1:], config_dir,
+                                                                                       config_name)
     if reason is not None:
         exit_with_error(command, reason)
 
@@ -76,8 +108,12 @@ def run_stage(command: str, job: Callable[[dict, Path], T], cfg: DictConfig,
         where = f" ({exc.filename})" if exc.filename else ""
         exit_with_error(command, f"{exc.strerror or exc}{where}; free disk space or choose a writable hydra.run.dir")
     except KeyboardInterrupt:
+        release_if_unused(run_dir)
         print(f"{command}: interrupted; {after_interrupt(run_dir)}", file=sys.stderr)
         sys.exit(130)
+    except Exception:  # a bug, not the user's: its traceback is the report, but the dir stays usable
+        release_if_unused(run_dir)
+        raise
 
 
 def incomplete_outputs(run_dir: Path) -> str:
@@ -107,7 +143,7 @@ class RunDirClaim(Callback):
     def _claim(self, config: DictConfig, kind: str, claim: Callable[[str, str], str | None]) -> None:
         node = config.hydra[kind]
         wanted = str(node.dir)
-        named = any(o.startswith(f"hydra.{kind}.dir=") for o in config.hydra.overrides.hydra)
+        named = any(o.lstrip("+").startswith(f"hydra.{kind}.dir=") for o in config.hydra.overrides.hydra)
         candidate, n = wanted, 1
         try:
             while (reason := claim(candidate, self.stage)) is not None:
@@ -120,10 +156,12 @@ class RunDirClaim(Callback):
         except CxrcamError as exc:
             exit_with_error(f"cxrcam.{self.stage}", exc)
         if candidate != wanted:
+            print(f"cxrcam.{self.stage}: {wanted} is taken; this run writes to {candidate}", file=sys.stderr)
+            quoted = candidate.replace("\\", "\\\\").replace("'", "\\'")
             with read_write(config.hydra):
                 node.dir = candidate
                 # a sweep's jobs compose their config anew from these overrides
-                config.hydra.overrides.hydra.append(f"hydra.{kind}.dir={candidate}")
+                config.hydra.overrides.hydra.append(f"hydra.{kind}.dir='{quoted}'")
 
     def on_run_start(self, config: DictConfig, **kwargs) -> None:
         self._claim(config, "run", claim_before_hydra)

@@ -58,7 +58,7 @@ def require_number(key: str, value, low: float | None = None, high: float | None
 
 
 def require_choice(key: str, value, choices) -> None:
-    require(value in choices, f"{key}={value!r} is not one of {list(choices)}")
+    require(isinstance(value, str) and value in choices, f"{key}={value!r} is not one of {list(choices)}")
 
 
 def require_flag(key: str, value) -> None:
@@ -117,13 +117,17 @@ def validate_train_config(cfg: dict) -> None:
         require_whole("data.synthetic.n_per_class", synthetic["n_per_class"], 3)
         require_whole("data.synthetic.image_size", synthetic["image_size"], 32)
         require_whole("data.synthetic.seed", synthetic["seed"], 0)
+        marker = synthetic.get("marker") or {}
+        require(isinstance(marker, dict) and all(_is_number(p) and 0 <= p <= 1 for p in marker.values()),
+                f"data.synthetic.marker={marker!r} must map class names to probabilities in [0, 1], "
+                "e.g. {COVID: 0.95, Normal: 0.05}")
 
 
 def validate_cam_config(cam: dict, methods: list) -> None:
     """The cam group explain and evaluate share; ``methods`` are the method names asked for."""
     for method in methods:
         require_choice("cam.method", method, PYTORCH_GRAD_CAM)
-    require(cam["colormap"] in matplotlib.colormaps,
+    require(isinstance(cam["colormap"], str) and cam["colormap"] in matplotlib.colormaps,
             f"cam.colormap={cam['colormap']!r} is not a matplotlib colormap; use e.g. jet, turbo, inferno or viridis")
     require_number("cam.alpha", cam["alpha"], 0, 1)
     require_choice("cam.overlay_size", cam["overlay_size"], ("model", "original"))

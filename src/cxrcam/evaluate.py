@@ -28,7 +28,7 @@ import torch
 from omegaconf import DictConfig
 from tqdm import tqdm
 
-from cxrcam.cli import exit_on_unknown_group_option, run_over_files
+from cxrcam.cli import exit_on_bad_arguments, run_over_files
 from cxrcam.config import config_dir, validate_evaluate_config
 from cxrcam.data.dataset import build_transform, to_batch
 from cxrcam.errors import CxrcamError
@@ -285,5 +285,5 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    exit_on_unknown_group_option("cxrcam.evaluate", config_dir())
+    exit_on_bad_arguments("cxrcam.evaluate", config_dir(), "evaluate")
     main()

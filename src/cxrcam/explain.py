@@ -19,7 +19,7 @@ import torch
 from omegaconf import DictConfig
 from tqdm import tqdm
 
-from cxrcam.cli import exit_on_unknown_group_option, run_over_files
+from cxrcam.cli import exit_on_bad_arguments, run_over_files
 from cxrcam.config import config_dir, validate_explain_config
 from cxrcam.data.dataset import build_transform, to_batch
 from cxrcam.data.images import read_grayscale, resize_grayscale
@@ -201,5 +201,5 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    exit_on_unknown_group_option("cxrcam.explain", config_dir())
+    exit_on_bad_arguments("cxrcam.explain", config_dir(), "explain")
     main()

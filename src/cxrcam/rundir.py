@@ -29,6 +29,11 @@ _PROCESS_TOKEN = uuid.uuid4().hex
 _handed_over: set[Path] = set()  # claimed by the entry point before Hydra wrote there, not yet used by a stage
 
 
+def _absolute(path: str | Path) -> Path:
+    """Absolute and normalised as Hydra makes its output dir (``..`` resolved, links kept)."""
+    return Path(os.path.abspath(path))
+
+
 def _existing_artifacts(run_dir: Path, names: tuple[str, ...]) -> list[str]:
     return [name for name in names if (run_dir / name).exists()]
 
@@ -52,7 +57,7 @@ def _why_taken(run_dir: Path, include_hydra: bool) -> str | None:
 def try_claim(run_dir: str | Path, stage: str, include_hydra: bool = True) -> str | None:
     """Claim ``run_dir`` for this process; None on success, else why it is taken. Creating the claim
     file with O_EXCL makes two processes that race for one dir get one winner."""
-    run_dir = Path(run_dir).absolute()
+    run_dir = _absolute(run_dir)
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -78,14 +83,14 @@ def claim_before_hydra(run_dir: str | Path, stage: str) -> str | None:
     next in this process takes the claim over with :func:`claim_run_dir`."""
     reason = try_claim(run_dir, stage, include_hydra=True)
     if reason is None:
-        _handed_over.add(Path(run_dir).absolute())
+        _handed_over.add(_absolute(run_dir))
     return reason
 
 
 def claim_run_dir(run_dir: str | Path, stage: str, hint: str = "set hydra.run.dir to a new folder") -> None:
     """Make ``run_dir`` this stage's, or stop with one line: called by every stage before it writes.
     Hydra's own files are allowed here (a sweep's job dirs get them before the job starts)."""
-    run_dir = Path(run_dir).absolute()
+    run_dir = _absolute(run_dir)
     if run_dir in _handed_over:
         _handed_over.discard(run_dir)
         return
@@ -97,7 +102,7 @@ def claim_run_dir(run_dir: str | Path, stage: str, hint: str = "set hydra.run.di
 def release_if_unused(run_dir: str | Path) -> None:
     """Give up this process's claim on a dir it wrote nothing to (a run stopped by a user error
     before its first output), with Hydra's files, so that the same command can be run again."""
-    run_dir = Path(run_dir).absolute()
+    run_dir = _absolute(run_dir)
     try:
         ours = json.loads((run_dir / CLAIM).read_text()).get("token") == _PROCESS_TOKEN
     except (OSError, ValueError, AttributeError):

@@ -22,7 +22,7 @@ from torch import nn
 from torch.utils.data import DataLoader, WeightedRandomSampler
 from tqdm import tqdm
 
-from cxrcam.cli import exit_on_unknown_group_option, run_stage
+from cxrcam.cli import exit_on_bad_arguments, run_stage
 from cxrcam.config import config_dir, validate_train_config
 from cxrcam.data.dataset import CXRDataset, build_transform
 from cxrcam.data.layout import discover_images
@@ -41,9 +41,10 @@ from cxrcam.training.metrics import classification_report, quick_metrics
 log = logging.getLogger("cxrcam.train")
 
 # settings a resumed run may change: where the data lives and how fast the run goes, not what it learns
+# (model.pretrained too: the weights come from the checkpoint)
 RESUME_MAY_CHANGE = ("resume", "seed", "paths.", "data.name", "data.root", "data.split_file", "data.synthetic",
                      "data.num_workers", "data.preload", "data.on_bad_image", "trainer.device", "trainer.amp",
-                     "trainer.channels_last", "demo_epochs.")
+                     "trainer.channels_last", "model.pretrained", "demo_epochs.")
 METRICS_FIELDS = ("epoch", "train_loss", "val_loss", "val_accuracy", "val_balanced_accuracy",
                   "val_macro_f1", "lr", "epoch_s", "wall_s")
 
@@ -56,12 +57,14 @@ def split_counts(rows: list[dict], classes: list[str]) -> dict[str, dict[str, in
     return counts
 
 
-def make_split(data: dict, seed: int, run_dir: Path, resumed_split: Path | None) -> tuple[list[dict], list[str]]:
-    """The split of this run, written to ``<run_dir>/split.csv`` (a resumed run must reuse
-    ``resumed_split``, its own), and the unreadable images left out of it."""
+def make_split(data: dict, seed: int, run_dir: Path, source: Path | None,
+               resumed_sha256: str | None) -> tuple[list[dict], list[str]]:
+    """The split of this run, written to ``<run_dir>/split.csv`` (from ``source`` when given: a
+    resumed run must reuse its own, whose hash is ``resumed_sha256``), and the unreadable images
+    left out of it."""
     classes = list(data["classes"])
-    if data["split_file"] or resumed_split is not None:
-        rows = read_split(data["split_file"] or resumed_split, classes, key="data.split_file")
+    if source is not None:
+        rows = read_split(source, classes, key="data.split_file")
         skipped = unreadable_images([r["path"] for r in rows], data["on_bad_image"])
         bad = set(skipped)
         rows = [r for r in rows if r["path"] not in bad]
@@ -74,9 +77,9 @@ def make_split(data: dict, seed: int, run_dir: Path, resumed_split: Path | None)
     if skipped:
         log.warning("left out %d unreadable image(s); they are listed in test_metrics.json", len(skipped))
     write_split(rows, run_dir / "split.csv")
-    if resumed_split is not None and file_sha256(run_dir / "split.csv") != file_sha256(resumed_split):
-        raise CxrcamError("the split differs from the one the resumed checkpoint was trained on; "
-                          "drop data.split_file or pass the run's own split.csv")
+    if resumed_sha256 is not None and file_sha256(run_dir / "split.csv") != resumed_sha256:
+        raise CxrcamError(f"without the {len(skipped)} unreadable image(s) the split differs from the one the "
+                          "resumed checkpoint was trained on; restore those files to resume")
     for split, counts in split_counts(rows, classes).items():
         missing = [c for c, n in counts.items() if n == 0]
         if missing:
@@ -152,10 +155,10 @@ def check_resumable(checkpoint: dict, cfg: dict) -> None:
             continue
         before, now = trained.get(key, missing), asked.get(key, missing)
         if before != now:
-            before = "(not set)" if before is missing else before
-            raise CxrcamError(f"cannot resume with {key}={now!r}: the checkpoint was trained with {key}={before!r} "
-                              "and a resumed run continues its trajectory; drop that override (start a new run to "
-                              "change it)")
+            before, now = ("(not set)" if value is missing else repr(value) for value in (before, now))
+            raise CxrcamError(f"cannot resume with {key}={now}: the checkpoint was trained with {key}={before}, "
+                              "and a resumed run continues its trajectory; resume with the run's own settings (its "
+                              ".hydra/overrides.yaml lists them), or start a new run to change them")
     planned, epochs = trained["trainer.epochs"], asked["trainer.epochs"]
     if cfg["optim"]["scheduler"] != "none" and planned != epochs:
         raise CxrcamError(f"cannot resume with trainer.epochs={epochs}: the {cfg['optim']['scheduler']} "
@@ -173,10 +176,18 @@ def train(cfg: dict, run_dir: Path) -> dict:
     resume = load_checkpoint(cfg["resume"]) if cfg["resume"] else None
     if resume is not None:
         check_resumable(resume, cfg)
-    # the model before any data, so that weights and layer names that do not fit stop the run early
+    # the model and the split file before any data, so that what does not fit stops the run early;
+    # a resumed run's weights come from its checkpoint, not from model.pretrained
     model = build_model(model_cfg["name"], len(classes), data["image_size"], dropout=model_cfg["dropout"],
-                        pretrained=model_cfg["pretrained"], pooled_size=model_cfg.get("pooled_size"))
+                        pretrained=model_cfg["pretrained"] if resume is None else False,
+                        pooled_size=model_cfg.get("pooled_size"))
     spatial_layer(model, model_cfg["target_layer"], data["image_size"], key="model.target_layer")
+    split_source = Path(data["split_file"]) if data["split_file"] else None
+    if resume is not None and split_source is None:
+        split_source = checkpoint_split_file(resume["meta"], cfg["resume"], "data.split_file")
+    elif resume is not None and file_sha256(split_source) != resume["meta"]["split"]["sha256"]:
+        raise CxrcamError(f"data.split_file={split_source} is not the split the resumed checkpoint was trained on "
+                          "(its sha256 differs); drop data.split_file or pass that run's own split.csv")
     claim_run_dir(run_dir, "train", hint="set hydra.run.dir to a new folder (to continue a run: "
                   "resume=<that run>/checkpoints/last.pt)")
     checkpoint_dir = run_dir / "checkpoints"
@@ -185,8 +196,8 @@ def train(cfg: dict, run_dir: Path) -> dict:
     # data
     if data["synthetic"]:
         ensure_synthetic(data["root"], **data["synthetic"])
-    resumed_split = checkpoint_split_file(resume["meta"], cfg["resume"], "data.split_file") if resume else None
-    rows, skipped = make_split(data, cfg["seed"], run_dir, resumed_split)
+    rows, skipped = make_split(data, cfg["seed"], run_dir, split_source,
+                               resume["meta"]["split"]["sha256"] if resume is not None else None)
     train_loader = make_loader(rows, "train", classes, data, augment=True,
                                class_balance=trainer["class_balance"])
     val_loader = make_loader(rows, "val", classes, data, augment=False)
@@ -284,7 +295,10 @@ def train(cfg: dict, run_dir: Path) -> dict:
 def how_to_resume(run_dir: Path) -> str:
     last = run_dir / "checkpoints" / "last.pt"
     if last.is_file():
-        return f"to continue: python -m cxrcam.train <the same overrides> resume={last.absolute()}"
+        return (f"to continue: python -m cxrcam.train <the same overrides> resume={last.absolute()} "
+                "(into a new run dir: drop or change hydra.run.dir)")
+    if (run_dir / "split.csv").exists():
+        return f"no epoch was saved yet, so there is nothing to resume: start again in a new run dir ({run_dir} is taken)"
     return "no epoch was saved yet, so there is nothing to resume: start again"
 
 
@@ -295,5 +309,5 @@ def main(cfg: DictConfig) -> float:
 
 
 if __name__ == "__main__":
-    exit_on_unknown_group_option("cxrcam.train", config_dir())
+    exit_on_bad_arguments("cxrcam.train", config_dir(), "train")
     main()

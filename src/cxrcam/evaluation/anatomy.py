@@ -15,6 +15,7 @@ from scipy import ndimage
 
 from cxrcam.errors import CxrcamError
 
+MAX_LABELS = 8  # more distinct values than this: a gray-level mask (anti-aliased, JPEG), not labels
 SIDES = ("right", "left")  # patient's right = image left
 HEIGHTS = ("upper", "middle", "lower")
 DEPTHS = ("central", "peripheral")
@@ -32,8 +33,9 @@ def sibling_mask_path(image_path: str | Path, folder: str) -> Path | None:
 
 def read_mask(path: str | Path, size: int) -> np.ndarray:
     """A binary mask stretched to the model's square input exactly as its image was (nearest
-    neighbour). A pixel is inside when above half the mask's maximum, so 0/1, 0/255, 0/65535, bool
-    and palette masks read alike (a palette's colours are taken as gray levels)."""
+    neighbour). A mask of a few levels (0/1, 0/255, 0/65535, bool, palette, a label map with one
+    value per lung) is inside wherever it is not 0; one of many gray levels (anti-aliased or JPEG)
+    is inside above half its maximum. A palette's colours are taken as gray levels."""
     try:
         with Image.open(path) as mask:
             if mask.mode in ("P", "PA", "RGB", "RGBA", "LA", "CMYK", "YCbCr", "1"):
@@ -43,21 +45,28 @@ def read_mask(path: str | Path, size: int) -> np.ndarray:
         raise CxrcamError(f"cannot read mask {path}: {exc}") from None
     if values.ndim != 2:
         raise CxrcamError(f"cannot read mask {path}: it has shape {values.shape}, not one channel")
-    top = values.max()
-    return values > top / 2 if top > 0 else np.zeros(values.shape, bool)
+    if len(np.unique(values)) <= MAX_LABELS:
+        return values > 0
+    return values > values.max() / 2
+
+
+def _column_centre(part: np.ndarray) -> float:
+    return float(np.flatnonzero(part.any(axis=0)).mean())
 
 
 def _two_parts(lungs: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
-    """The two largest connected parts ordered by column, when the smaller is a lung, not a speck."""
+    """The two largest connected parts ordered by column when both are lungs: of similar size, or a
+    small one (a collapsed lung's remnant) on the other side of the image's midline; not a speck."""
     labels, n = ndimage.label(lungs)
     if n < 2:
         return None
     sizes = ndimage.sum(lungs, labels, index=range(1, n + 1))
     a, b = (np.argsort(sizes)[::-1][:2] + 1).tolist()
-    if sizes[b - 1] < 0.2 * sizes[a - 1]:
-        return None
-    parts = sorted((labels == a, labels == b), key=lambda m: np.flatnonzero(m.any(axis=0)).mean())
-    return parts[0], parts[1]
+    parts = sorted((labels == a, labels == b), key=_column_centre)
+    middle = lungs.shape[1] / 2
+    opposite = _column_centre(parts[0]) < middle <= _column_centre(parts[1])
+    ratio = sizes[b - 1] / sizes[a - 1]
+    return (parts[0], parts[1]) if ratio >= 0.2 or (opposite and ratio >= 0.02) else None
 
 
 def _side_of_one_part(lungs: np.ndarray) -> int | None:
@@ -78,14 +87,18 @@ def single_lung_side(lungs: np.ndarray) -> int | None:
 
 def split_lungs(lungs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(patient's right lung, patient's left lung): two separate lungs; one lung on its own side
-    with the other empty; or, when the lungs touch, the mask cut at the middle of its column extent."""
+    with the other empty (specks centred on the other side dropped, so they do not stretch the
+    lung's zones); or, when the lungs touch, the mask cut at the middle of its column extent."""
     parts = _two_parts(lungs)
     if parts is not None:
         return parts
     side = _side_of_one_part(lungs)
     if side is not None:
+        labels, n = ndimage.label(lungs)
+        middle = lungs.shape[1] / 2
+        lung = np.isin(labels, [k for k in range(1, n + 1) if (_column_centre(labels == k) < middle) == (side == 0)])
         empty = np.zeros_like(lungs)
-        return (lungs.copy(), empty) if side == 0 else (empty, lungs.copy())
+        return (lung, empty) if side == 0 else (empty, lung)
     cols = np.flatnonzero(lungs.any(axis=0))
     if cols.size == 0:
         return lungs.copy(), np.zeros_like(lungs)

@@ -60,10 +60,12 @@ def save_checkpoint(payload: dict, path: str | Path) -> None:
         with open(tmp, "wb") as f:
             f.write(buffer.getbuffer())
         os.replace(tmp, path)
-    except OSError as exc:
+    except BaseException as exc:  # a full disk, a read-only dir, Ctrl-C: no half-written temporary file stays
         tmp.unlink(missing_ok=True)
-        raise CxrcamError(f"cannot write checkpoint {path}: {exc.strerror}; free disk space or set hydra.run.dir "
-                          "to a writable folder") from None
+        if isinstance(exc, OSError):
+            raise CxrcamError(f"cannot write checkpoint {path}: {exc.strerror}; free disk space or set "
+                              "hydra.run.dir to a writable folder") from None
+        raise
 
 
 def load_checkpoint(path: str | Path) -> dict:
