@@ -81,14 +81,16 @@ def cam_layer(payload: dict, cam_cfg: dict) -> tuple[torch.nn.Module, str, torch
     return model, layer_name, spatial_layer(model, layer_name, meta["image_size"])[0]
 
 
-def explain_checkpoint(payload: dict, samples: list[tuple[str, str | None]], cam_cfg: dict, batch_size: int,
+def explain_checkpoint(payload: dict, at_layer: tuple[torch.nn.Module, str, torch.nn.Module],
+                       samples: list[tuple[str, str | None]], cam_cfg: dict, batch_size: int,
                        device: torch.device, out_dir: Path, keep: set[str]) -> tuple[list[dict], list[str]]:
     """Overlays, panels, predictions.csv and cams.npz for one model; returns a result per readable
     image (with its image and CAM when its path is in ``keep``, for the comparison figure) and the
-    files that could not be read. Images are decoded a batch at a time, so memory stays bounded."""
+    files that could not be read. Images are decoded a batch at a time, so memory stays bounded.
+    ``at_layer``: the model, layer name and layer, as :func:`cam_layer` gives them."""
     meta = payload["meta"]
     classes, size = meta["class_names"], meta["image_size"]
-    model, layer_name, layer = cam_layer(payload, cam_cfg)
+    model, layer_name, layer = at_layer
     model = model.to(device)
     cam = make_cam(cam_cfg["method"], model, layer, cam_cfg["aug_smooth"], cam_cfg["eigen_smooth"])
     transform = build_transform(**meta["normalization"])
@@ -169,8 +171,7 @@ def explain(cfg: dict, run_dir: Path) -> list[str]:
     payloads = [{**load_checkpoint(p), "path": str(p)} for p in paths]
     samples = select_samples(cfg, payloads[0])
     device = select_device(cfg["device"], key="device")
-    for payload in payloads:  # options that do not fit a model stop the call before it writes anything
-        cam_layer(payload, cfg["cam"])
+    at_layers = [cam_layer(p, cfg["cam"]) for p in payloads]  # options that do not fit stop it before it writes
     claim_run_dir(run_dir, "explain")
     names = [p["meta"]["model_name"] for p in payloads]
     if len({p["meta"]["split"]["sha256"] for p in payloads}) > 1 and cfg["split"]:
@@ -180,8 +181,8 @@ def explain(cfg: dict, run_dir: Path) -> list[str]:
     per_model, failures = [], []
     for i, payload in enumerate(payloads):
         out_dir = run_dir if len(payloads) == 1 else run_dir / f"{i}_{names[i]}"
-        results, failed = explain_checkpoint(payload, samples, cfg["cam"], cfg["batch_size"], device, out_dir,
-                                             keep=set(compared))
+        results, failed = explain_checkpoint(payload, at_layers[i], samples, cfg["cam"], cfg["batch_size"], device,
+                                             out_dir, keep=set(compared))
         per_model.append(results)
         failures = failures or failed  # the same files fail for every model
     rows = comparison_rows(per_model, compared)

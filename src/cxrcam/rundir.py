@@ -39,12 +39,15 @@ def _existing_artifacts(run_dir: Path, names: tuple[str, ...]) -> list[str]:
 
 
 def _holder(run_dir: Path) -> str:
-    """Who claimed the dir, for the error message."""
-    try:
-        claim = json.loads((run_dir / CLAIM).read_text())
-        return f"a cxrcam.{claim['stage']} run started {claim['started']} (pid {claim['pid']} on {claim['host']})"
-    except (OSError, ValueError, KeyError, TypeError):
-        return "another cxrcam run"
+    """Who claimed the dir, for the error message. A claim just created by a process racing for the
+    same dir may not hold its text yet: it is read again for a moment."""
+    for _ in range(20):
+        try:
+            claim = json.loads((run_dir / CLAIM).read_text())
+            return f"a cxrcam.{claim['stage']} run started {claim['started']} (pid {claim['pid']} on {claim['host']})"
+        except (OSError, ValueError, KeyError, TypeError):
+            time.sleep(0.05)
+    return "another cxrcam run"
 
 
 def _why_taken(run_dir: Path, include_hydra: bool) -> str | None:
