@@ -91,29 +91,23 @@ def run_stage(command: str, job: Callable[[dict, Path], T], cfg: DictConfig,
     ``after_interrupt(run dir)`` saying what to do next."""
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     try:
-        plain = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
+        try:
+            return job(OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True), run_dir)
+        except BaseException:  # a run that wrote nothing gives its dir back, whatever stopped it
+            release_if_unused(run_dir)
+            raise
     except MissingMandatoryValue as exc:
-        release_if_unused(run_dir)
         exit_with_error(command, f"{exc.full_key} is not set; pass {exc.full_key}=<value>")
     except OmegaConfBaseException as exc:  # e.g. an interpolation ${...} that names no key
-        release_if_unused(run_dir)
         exit_with_error(command, f"{exc.full_key}: {str(exc).splitlines()[0]}")
-    try:
-        return job(plain, run_dir)
     except CxrcamError as exc:
-        release_if_unused(run_dir)
         exit_with_error(command, exc)
     except OSError as exc:
-        release_if_unused(run_dir)
         where = f" ({exc.filename})" if exc.filename else ""
         exit_with_error(command, f"{exc.strerror or exc}{where}; free disk space or choose a writable hydra.run.dir")
     except KeyboardInterrupt:
-        release_if_unused(run_dir)
         print(f"{command}: interrupted; {after_interrupt(run_dir)}", file=sys.stderr)
         sys.exit(130)
-    except Exception:  # a bug, not the user's: its traceback is the report, but the dir stays usable
-        release_if_unused(run_dir)
-        raise
 
 
 def incomplete_outputs(run_dir: Path) -> str:
