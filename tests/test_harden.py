@@ -421,6 +421,11 @@ def test_an_input_too_small_for_the_model_is_refused_before_data_is_loaded(tmp_p
         train(cfg, tmp_path / "run")
 
 
+def test_a_checkpoint_option_naming_a_folder_says_so(trained, tmp_path):
+    with pytest.raises(CxrcamError, match=f"checkpoint {trained} is a folder; pass the best.pt or last.pt"):
+        explain(compose_config("explain", f"ckpt={trained}", "split=test"), tmp_path / "out")
+
+
 def test_pretrained_files_that_are_not_the_models_weights_are_one_line(tmp_path):
     (tmp_path / "notes.pth").write_text("hello")
     torch.save(build_model("densenet121", 4, 32).state_dict(), tmp_path / "densenet.pth")

@@ -71,7 +71,8 @@ def save_checkpoint(payload: dict, path: str | Path) -> None:
 def load_checkpoint(path: str | Path) -> dict:
     path = Path(path)
     if not path.is_file():
-        raise CxrcamError(f"checkpoint {path} does not exist; pass the best.pt or last.pt "
+        state = "is a folder" if path.is_dir() else "does not exist"
+        raise CxrcamError(f"checkpoint {path} {state}; pass the best.pt or last.pt "
                           "that cxrcam.train wrote under <run dir>/checkpoints/")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
