@@ -1,14 +1,15 @@
 """cxrcam: train CNNs on chest X-rays and measure, with Grad-CAM, where they look."""
 
 import sys
-from importlib.metadata import PackageNotFoundError, version
 
 from cxrcam.errors import exit_quietly_on_interrupt
+
+if sys.argv[:1] == ["-m"]:  # being run as python -m cxrcam.<stage>: argv[0] is '-m' while it loads
+    exit_quietly_on_interrupt(next((a for a in sys.orig_argv if a.startswith("cxrcam.")), "cxrcam"))
+
+from importlib.metadata import PackageNotFoundError, version  # noqa: E402  (after the handler: it takes time)
 
 try:
     __version__ = version("cxrcam")
 except PackageNotFoundError:  # running from a source tree that was never installed
     __version__ = "0+unknown"
-
-if sys.argv[:1] == ["-m"]:  # being run as python -m cxrcam.<stage>: argv[0] is '-m' while it loads
-    exit_quietly_on_interrupt(next((a for a in sys.orig_argv if a.startswith("cxrcam.")), "cxrcam"))

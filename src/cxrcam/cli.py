@@ -18,7 +18,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf, read_write
 from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
 
-from cxrcam.errors import CxrcamError
+from cxrcam.errors import CxrcamError, interrupt_raises
 from cxrcam.rundir import claim_before_hydra, release_if_unused, try_claim
 
 T = TypeVar("T")
@@ -92,7 +92,8 @@ def run_stage(command: str, job: Callable[[dict, Path], T], cfg: DictConfig,
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     try:
         try:
-            return job(OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True), run_dir)
+            with interrupt_raises():
+                return job(OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True), run_dir)
         except BaseException:  # a run that wrote nothing gives its dir back, whatever stopped it
             release_if_unused(run_dir)
             raise
