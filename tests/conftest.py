@@ -6,12 +6,14 @@ import shutil
 from pathlib import Path
 
 import pytest
+import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from cxrcam.config import config_dir
 from cxrcam.data.synthetic import ensure_synthetic
 from cxrcam.train import train
+from cxrcam.training.checkpoint import load_checkpoint
 
 TINY_CLASSES = ["COVID", "Lung_Opacity", "Normal", "Viral Pneumonia"]
 
@@ -34,18 +36,46 @@ def compose_config(name: str, *overrides: str) -> dict:
         return OmegaConf.to_container(compose(name, overrides=list(overrides)), resolve=True)
 
 
-def compose_train_config(*overrides: str) -> dict:
-    return compose_config("train", *overrides)
-
-
 def tiny_train_overrides(root: Path, *extra: str) -> list[str]:
-    """Seconds-long real training on a dataset in the database layout: 32 px, 2 epochs, CPU."""
+    """Seconds-long real training on a dataset in the database layout: a SimpleCNN unless ``extra``
+    names a model, 32 px, 2 epochs, CPU. Later overrides win."""
+    model = [] if any(e.startswith("model=") for e in extra) else ["model=simple_cnn"]
     return ["data=covid_radiography", f"data.root={root}", "data.num_workers=0", "data.image_size=32",
-            "data.batch_size=8", "data.val_fraction=0.2",
-            "data.test_fraction=0.2", "trainer.epochs=2", "trainer.device=cpu", "optim.lr=1e-3", *extra]
+            "data.batch_size=8", "data.val_fraction=0.2", "data.test_fraction=0.2", "trainer.epochs=2",
+            "trainer.device=cpu", "optim.lr=1e-3", *model, *extra]
+
+
+def tiny_config(root: Path, *extra: str) -> dict:
+    return compose_config("train", *tiny_train_overrides(root, *extra))
+
+
+def run_tiny(root: Path, run_dir: Path, *extra: str) -> dict:
+    """A tiny training run in this process; returns train's report."""
+    return train(tiny_config(root, *extra), run_dir)
 
 
 def train_tiny(root: Path, run_dir: Path, *extra: str) -> Path:
-    """A 1-epoch SimpleCNN at 32 px (about a second); returns its best.pt."""
-    train(compose_train_config(*tiny_train_overrides(root, "model=simple_cnn", "trainer.epochs=1", *extra)), run_dir)
+    """A 1-epoch tiny run (about a second); returns its best.pt."""
+    run_tiny(root, run_dir, "trainer.epochs=1", *extra)
     return run_dir / "checkpoints" / "best.pt"
+
+
+RESUMED_CASE = ("trainer.epochs=3", "data.batch_size=2")  # 3 epochs of 10 steps: room to stop one midway
+
+
+@pytest.fixture(scope="session")
+def uninterrupted_run(tiny_synthetic, tmp_path_factory) -> Path:
+    """RESUMED_CASE trained straight through: what any interrupted and resumed run of it must equal."""
+    run_dir = tmp_path_factory.mktemp("uninterrupted")
+    run_tiny(tiny_synthetic, run_dir, *RESUMED_CASE)
+    return run_dir
+
+
+def assert_same_training(run_dir: Path, reference: Path) -> None:
+    """Bit for bit: every weight of the last epoch, and each epoch's metrics (its timings aside)."""
+    last, expected = (load_checkpoint(d / "checkpoints" / "last.pt") for d in (run_dir, reference))
+    assert expected["state_dict"].keys() == last["state_dict"].keys()
+    for key, tensor in expected["state_dict"].items():
+        assert torch.equal(tensor, last["state_dict"][key]), key
+    untimed = lambda history: [{k: v for k, v in row.items() if not k.endswith("_s")} for row in history]  # noqa: E731
+    assert untimed(last["training"]["history"]) == untimed(expected["training"]["history"])

@@ -5,10 +5,12 @@ import json
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from cxrcam.data.audit import global_intensity_baseline
 from cxrcam.data.dataset import CXRDataset, build_transform
+from cxrcam.data.images import load_image
 from cxrcam.data.layout import discover_images, find_dataset_dir
 from cxrcam.data.split import read_split, stratified_split, write_split
 from cxrcam.data.synthetic import CLASSES, MANIFEST, METADATA, ensure_synthetic, render_phantom
@@ -101,8 +103,9 @@ def test_dataset_yields_normalised_three_channel_tensors(tiny_synthetic):
     lazy = CXRDataset([p for p, _ in items], [0, 1, 2, 3], 32, transform)
     eager = CXRDataset([p for p, _ in items], [0, 1, 2, 3], 32, transform, preload=True)
     x, y = lazy[2]
+    pixels = torch.from_numpy(load_image(items[2][0], 32)).float()
     assert x.shape == (3, 32, 32) and y == 2
-    assert (x[0] == x[1]).all() and x.min() >= -2 and x.max() <= 2
+    assert torch.allclose(x, ((pixels / 255 - 0.5) / 0.25).expand(3, -1, -1), atol=1e-6)
     assert (eager[2][0] == x).all()
 
 

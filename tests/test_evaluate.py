@@ -30,6 +30,7 @@ def checkpoint(tiny_synthetic, tmp_path_factory) -> Path:
     return train_tiny(tiny_synthetic, tmp_path_factory.mktemp("run"))
 
 
+@pytest.mark.slow
 def test_evaluate_writes_metrics_with_chance_levels_and_a_self_contained_report(checkpoint, tmp_path):
     assert evaluate(compose_evaluate_config(f"ckpt={checkpoint}"), tmp_path) == []
     metrics = json.loads((tmp_path / "cam_metrics.json").read_text())
@@ -66,6 +67,7 @@ def test_evaluate_writes_metrics_with_chance_levels_and_a_self_contained_report(
     assert len(linked) == 7 and all((tmp_path / p).is_file() for p in linked)
 
 
+@pytest.mark.slow
 def test_methods_and_layers_are_reported_apart_and_bad_images_are_listed(tiny_dataset_copy, tmp_path):
     ckpt = train_tiny(tiny_dataset_copy, tmp_path / "run")
     with open(tmp_path / "run" / "split.csv") as f:
@@ -86,6 +88,7 @@ def test_methods_and_layers_are_reported_apart_and_bad_images_are_listed(tiny_da
     assert "simple_cnn gradcam @ features.2 (4x4)" in (out / "report.md").read_text()
 
 
+@pytest.mark.slow
 def test_shortcut_audit_compares_marker_mass(checkpoint, tmp_path):
     marked = ensure_synthetic(tmp_path / "marked", n_per_class=8, image_size=64, seed=1,
                               marker={"COVID": 1.0, "Normal": 0.5})
@@ -110,6 +113,7 @@ def test_shortcut_audit_compares_marker_mass(checkpoint, tmp_path):
     assert "Shortcut audit" in page and "no clearly different than the control" in page
 
 
+@pytest.mark.slow
 def test_configuration_errors_are_one_line(checkpoint, tmp_path):
     with pytest.raises(CxrcamError, match="say which model"):
         evaluate(compose_evaluate_config(), tmp_path)
@@ -123,6 +127,7 @@ def test_configuration_errors_are_one_line(checkpoint, tmp_path):
         ensure_synthetic(tmp_path / "bad", 2, 32, 0, marker={"Covid": 0.5})
 
 
+@pytest.mark.child_process
 def test_command_line_reports_time_and_exit_code(checkpoint, tmp_path):
     done = subprocess.run([sys.executable, "-m", "cxrcam.evaluate", f"ckpt={checkpoint}", *CHEAP,
                            f"hydra.run.dir={tmp_path}"], capture_output=True, text=True, timeout=300)

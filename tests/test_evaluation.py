@@ -149,11 +149,22 @@ def test_lung_aligned_frame_maps_the_lung_box_to_the_square():
 def test_bootstrap_ci_is_deterministic_and_brackets_the_mean():
     values = np.random.default_rng(1).random(50)
     a, b = bootstrap_ci(values, seed=3), bootstrap_ci(values, seed=3)
-    assert a == b and a["low"] < a["mean"] < a["high"] and a["n"] == 50
+    assert a == b and a["low"] < a["mean"] < a["high"] and a["n"] == 50 and a["mean"] == pytest.approx(values.mean())
     assert bootstrap_ci(values, seed=4) != a
     assert bootstrap_ci([0.5] * 10) == {"mean": 0.5, "low": 0.5, "high": 0.5, "n": 10}
     assert bootstrap_ci([np.nan, 1.0])["n"] == 1
     assert bootstrap_ci([])["n"] == 0
+
+
+@pytest.mark.parametrize("level, z", [(0.95, 1.960), (0.5, 0.674)])
+def test_bootstrap_ci_of_a_mean_matches_the_normal_theory_interval(level, z):
+    """400 values: the percentile bootstrap of a mean is mean +- z * sd / sqrt(n), to within 10 %."""
+    values = np.random.default_rng(2).normal(0.5, 0.1, 400)
+    half_width = z * values.std() / np.sqrt(values.size)
+    ci = bootstrap_ci(np.append(values, np.nan), n_resamples=4000, level=level, seed=0)
+    assert ci["n"] == 400 and ci["mean"] == pytest.approx(values.mean())
+    assert ci["low"] == pytest.approx(values.mean() - half_width, abs=0.1 * half_width)
+    assert ci["high"] == pytest.approx(values.mean() + half_width, abs=0.1 * half_width)
 
 
 def test_similarity_measures():

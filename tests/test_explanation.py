@@ -14,9 +14,9 @@ from cxrcam.data.synthetic import CLASSES, render_phantom
 from cxrcam.explanation.gradcam import FastGradCAM, FastHiResCAM
 from cxrcam.models import MODEL_NAMES, build_model, get_layer
 
-from conftest import compose_train_config
+from conftest import compose_config
 
-LAYERS = {name: compose_train_config(f"model={name}")["model"]["target_layer"] for name in MODEL_NAMES}
+LAYERS = {name: compose_config("train", f"model={name}")["model"]["target_layer"] for name in MODEL_NAMES}
 
 
 @pytest.fixture(scope="module")
@@ -28,6 +28,7 @@ def images() -> torch.Tensor:
                         for label in CLASSES[:3]])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fast, slow", [(FastGradCAM, GradCAM), (FastHiResCAM, HiResCAM)],
                          ids=["gradcam", "hirescam"])
 @pytest.mark.parametrize("name", list(LAYERS))

@@ -31,7 +31,7 @@ from cxrcam.rundir import ARTIFACTS, CLAIM, claim_before_hydra, claim_run_dir
 from cxrcam.train import train
 from cxrcam.training.checkpoint import save_checkpoint
 
-from conftest import compose_config, compose_train_config, tiny_train_overrides, train_tiny
+from conftest import compose_config, run_tiny, tiny_config, tiny_train_overrides, train_tiny
 
 CHEAP_EVALUATE = ["device=cpu", "faithfulness.n_images=4", "faithfulness.percentiles=[50]", "sanity.n_images=4",
                   "bootstrap.n_resamples=50"]
@@ -55,7 +55,7 @@ def one_line_error(result: subprocess.CompletedProcess, stage: str) -> str:
 def trained(tiny_synthetic, tmp_path_factory) -> Path:
     """A finished tiny run dir (made through the CLI, so it holds Hydra's files too)."""
     run_dir = tmp_path_factory.mktemp("trained") / "run"
-    result = cli("train", *tiny_train_overrides(tiny_synthetic, "model=simple_cnn", "trainer.epochs=1"),
+    result = cli("train", *tiny_train_overrides(tiny_synthetic, "trainer.epochs=1"),
                  f"hydra.run.dir={run_dir}", cwd=run_dir.parent)
     assert result.returncode == 0, result.stderr[-2000:]
     return run_dir
@@ -134,10 +134,11 @@ def test_a_dir_named_with_dots_is_the_dir_hydra_runs_in(tmp_path):
     assert json.loads((tmp_path / "run" / CLAIM).read_text())["stage"] == "train"
 
 
+@pytest.mark.child_process
 def test_concurrent_trainings_into_one_named_dir_one_runs_the_other_stops(tiny_synthetic, tmp_path):
     run_dir = tmp_path / "run"
-    args = [sys.executable, "-m", "cxrcam.train", *tiny_train_overrides(tiny_synthetic, "model=simple_cnn",
-                                                                          "trainer.epochs=1"), f"hydra.run.dir={run_dir}"]
+    args = [sys.executable, "-m", "cxrcam.train", *tiny_train_overrides(tiny_synthetic, "trainer.epochs=1"),
+            f"hydra.run.dir={run_dir}"]
     first = subprocess.Popen([*args, "optim.lr=1e-3"], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                              text=True)
     second = subprocess.Popen([*args, "optim.lr=3e-4"], cwd=tmp_path, stdout=subprocess.PIPE,
@@ -154,6 +155,7 @@ def test_concurrent_trainings_into_one_named_dir_one_runs_the_other_stops(tiny_s
     assert OmegaConf.load(run_dir / ".hydra" / "config.yaml").optim.lr == lr
 
 
+@pytest.mark.child_process
 def test_a_refused_rerun_and_explain_or_evaluate_leave_a_training_run_untouched(trained, tmp_path):
     before = snapshot(trained)
     line = one_line_error(cli("train", "model=simple_cnn", f"hydra.run.dir={trained}", cwd=tmp_path), "train")
@@ -165,6 +167,7 @@ def test_a_refused_rerun_and_explain_or_evaluate_leave_a_training_run_untouched(
     assert snapshot(trained) == before  # .hydra/config.yaml and overrides.yaml included
 
 
+@pytest.mark.child_process
 def test_explain_twice_into_one_dir_is_refused_and_a_user_error_leaves_the_dir_reusable(trained, tmp_path):
     out = tmp_path / "explain"
     ckpt = f"ckpt={trained / 'checkpoints/best.pt'}"
@@ -182,6 +185,7 @@ def test_explain_twice_into_one_dir_is_refused_and_a_user_error_leaves_the_dir_r
 
 # --- 2. every stage verifies what it reads -------------------------------------------------------
 
+@pytest.mark.slow
 def test_a_moved_run_is_explained_evaluated_and_resumed_with_its_own_split(tiny_synthetic, tmp_path):
     first = tmp_path / "runA"
     train_tiny(tiny_synthetic, first, "optim.scheduler=none")
@@ -200,9 +204,8 @@ def test_a_moved_run_is_explained_evaluated_and_resumed_with_its_own_split(tiny_
              tmp_path / "evaluated")
     result = json.loads((tmp_path / "evaluated" / "cam_metrics.json").read_text())["models"][0]
     assert result["split_file"] == str(moved / "split.csv") and result["n_images"] == len(own_test)
-    train(compose_train_config(*tiny_train_overrides(tiny_synthetic, "model=simple_cnn", "trainer.epochs=2",
-                                                     "optim.scheduler=none",
-                                                     f"resume={moved / 'checkpoints/last.pt'}")), tmp_path / "resumed")
+    run_tiny(tiny_synthetic, tmp_path / "resumed", "trainer.epochs=2", "optim.scheduler=none",
+             f"resume={moved / 'checkpoints/last.pt'}")
     assert (tmp_path / "resumed" / "split.csv").read_bytes() == (moved / "split.csv").read_bytes()
 
     (moved / "split.csv").rename(moved / "kept.csv")
@@ -219,24 +222,25 @@ def test_a_moved_run_is_explained_evaluated_and_resumed_with_its_own_split(tiny_
         assert sorted(r["path"] for r in csv.DictReader(f)) == own_test
 
 
+@pytest.mark.slow
 def test_resume_finds_its_split_through_data_split_file_and_needs_no_pretrained_file(tiny_synthetic, tmp_path):
     weights = tmp_path / "simple.pth"
     run = tmp_path / "run"
     torch.save(build_model("resnet50", 4, 32).state_dict(), weights)
-    train(compose_train_config(*tiny_train_overrides(tiny_synthetic, "model=resnet50", "trainer.epochs=1",
-                                                     f"model.pretrained={weights}")), run)
+    run_tiny(tiny_synthetic, run, "model=resnet50", "trainer.epochs=1", f"model.pretrained={weights}")
     kept = tmp_path / "kept_split.csv"
     (run / "split.csv").rename(kept)
     weights.unlink()  # the weights now come from the checkpoint
     resume = [f"resume={run / 'checkpoints/last.pt'}", "trainer.epochs=2"]
     overrides = tiny_train_overrides(tiny_synthetic, "model=resnet50", f"model.pretrained={weights}", *resume)
     with pytest.raises(CxrcamError, match="pass data.split_file=<that run's split.csv>"):
-        train(compose_train_config(*overrides), tmp_path / "r1")
+        train(compose_config("train", *overrides), tmp_path / "r1")
     assert not (tmp_path / "r1").exists()
-    report = train(compose_train_config(*overrides, f"data.split_file={kept}"), tmp_path / "r2")
+    report = train(compose_config("train", *overrides, f"data.split_file={kept}"), tmp_path / "r2")
     assert report["epochs"] == 2 and (tmp_path / "r2" / "split.csv").read_bytes() == kept.read_bytes()
 
 
+@pytest.mark.slow
 def test_split_file_of_another_split_is_used_with_a_warning(trained, tiny_synthetic, tmp_path, caplog):
     other = tmp_path / "other"
     train_tiny(tiny_synthetic, other, "seed=3")
@@ -245,6 +249,7 @@ def test_split_file_of_another_split_is_used_with_a_warning(trained, tiny_synthe
     assert f"split_file={other / 'split.csv'} is not the split" in caplog.text
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("override, key", [
     ("data.batch_size=4", "data.batch_size"), ("optim.lr=0.5", "optim.lr"), ("optim.scheduler=cosine", "optim.scheduler"),
     ("data.augment.rotation=20", "data.augment.rotation"), ("data.augment.hflip=true", "data.augment.hflip"),
@@ -252,18 +257,17 @@ def test_split_file_of_another_split_is_used_with_a_warning(trained, tiny_synthe
     ("data.image_size=48", "data.image_size"), ("data.val_fraction=0.3", "data.val_fraction"),
 ])
 def test_resume_refuses_any_override_that_changes_the_trajectory(trained, tiny_synthetic, tmp_path, override, key):
-    cfg = compose_train_config(*tiny_train_overrides(tiny_synthetic, "model=simple_cnn", "trainer.epochs=1",
-                                                     f"resume={trained / 'checkpoints/last.pt'}", override))
+    cfg = tiny_config(tiny_synthetic, "trainer.epochs=1", f"resume={trained / 'checkpoints/last.pt'}", override)
     with pytest.raises(CxrcamError, match=f"cannot resume with {key}=.*the checkpoint was trained with {key}="):
         train(cfg, tmp_path / "resumed")
     assert not (tmp_path / "resumed").exists()
 
 
+@pytest.mark.slow
 def test_resume_may_change_where_the_data_is_and_how_fast_it_runs(trained, tiny_synthetic, tmp_path):
     copy = shutil.copytree(tiny_synthetic, tmp_path / "elsewhere")
-    cfg = compose_train_config(*tiny_train_overrides(copy, "model=simple_cnn", "trainer.epochs=2", "data.preload=false",
-                                                     "trainer.channels_last=false", "seed=9",
-                                                     f"resume={trained / 'checkpoints/last.pt'}"))
+    cfg = tiny_config(copy, "trainer.epochs=2", "data.preload=false", "trainer.channels_last=false", "seed=9",
+                      f"resume={trained / 'checkpoints/last.pt'}")
     report = train(cfg, tmp_path / "resumed")
     assert report["epochs"] == 2 and report["best_epoch"] in (1, 2)
 
@@ -349,6 +353,7 @@ def test_degenerate_masks_are_named(tmp_path):
     assert mask_problem(two, "lung") is None
 
 
+@pytest.mark.slow
 def test_evaluate_scores_one_lung_masks_as_one_lung_warns_and_counts_them(tiny_dataset_copy, tmp_path, caplog):
     ckpt = train_tiny(tiny_dataset_copy, tmp_path / "run")
     with open(tmp_path / "run" / "split.csv") as f:
@@ -366,6 +371,7 @@ def test_evaluate_scores_one_lung_masks_as_one_lung_warns_and_counts_them(tiny_d
 
 # --- 4. nothing to do is an error ----------------------------------------------------------------
 
+@pytest.mark.slow
 def test_explain_with_nothing_to_explain_stops(trained, tmp_path):
     ckpt = f"ckpt={trained / 'checkpoints/best.pt'}"
     (tmp_path / "empty").mkdir()
@@ -399,13 +405,13 @@ def test_explain_with_nothing_to_explain_stops(trained, tmp_path):
 ])
 def test_bad_training_values_are_one_line_before_any_work(tiny_synthetic, tmp_path, override, message):
     with pytest.raises(CxrcamError) as info:
-        train(compose_train_config(*tiny_train_overrides(tiny_synthetic, "model=simple_cnn", override)), tmp_path / "r")
+        run_tiny(tiny_synthetic, tmp_path / "r", override)
     assert str(info.value) == message
     assert not (tmp_path / "r").exists()
 
 
 def test_a_marker_that_is_not_a_probability_is_refused_before_generating(tmp_path):
-    cfg = compose_train_config("data.synthetic.marker={COVID:abc}", f"paths.data_dir={tmp_path / 'data'}")
+    cfg = compose_config("train", "data.synthetic.marker={COVID:abc}", f"paths.data_dir={tmp_path / 'data'}")
     with pytest.raises(CxrcamError) as info:
         train(cfg, tmp_path / "run")
     assert str(info.value) == ("data.synthetic.marker={'COVID': 'abc'} must map class names to probabilities in "
@@ -415,17 +421,19 @@ def test_a_marker_that_is_not_a_probability_is_refused_before_generating(tmp_pat
 
 @pytest.mark.parametrize("model, size", [("densenet121", 16), ("densenet121", 8), ("simple_cnn", 8)])
 def test_an_input_too_small_for_the_model_is_refused_before_data_is_loaded(tmp_path, model, size):
-    cfg = compose_train_config(f"model={model}", f"data.image_size={size}", "data=covid_radiography",
+    cfg = compose_config("train", f"model={model}", f"data.image_size={size}", "data=covid_radiography",
                                f"data.root={tmp_path / 'no data here'}")
     with pytest.raises(CxrcamError, match=f"data.image_size={size} is too small for {model}"):
         train(cfg, tmp_path / "run")
 
 
+@pytest.mark.slow
 def test_a_checkpoint_option_naming_a_folder_says_so(trained, tmp_path):
     with pytest.raises(CxrcamError, match=f"checkpoint {trained} is a folder; pass the best.pt or last.pt"):
         explain(compose_config("explain", f"ckpt={trained}", "split=test"), tmp_path / "out")
 
 
+@pytest.mark.slow
 def test_pretrained_files_that_are_not_the_models_weights_are_one_line(tmp_path):
     (tmp_path / "notes.pth").write_text("hello")
     torch.save(build_model("densenet121", 4, 32).state_dict(), tmp_path / "densenet.pth")
@@ -439,6 +447,7 @@ def test_pretrained_files_that_are_not_the_models_weights_are_one_line(tmp_path)
         assert "\n" not in str(info.value)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("stage, override, message", [
     ("explain", "per_class=-1", "per_class=-1 must be a whole number >= 1"),
     ("explain", "per_class=abc", "per_class='abc' must be a whole number >= 1"),
@@ -464,8 +473,9 @@ def test_bad_explain_and_evaluate_values_are_one_line(trained, tmp_path, stage, 
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.child_process
 def test_cli_error_families_are_one_line_and_exit_2(tiny_synthetic, trained, tmp_path):
-    tiny = tiny_train_overrides(tiny_synthetic, "model=simple_cnn")
+    tiny = tiny_train_overrides(tiny_synthetic)
     for stage, args, expected in (
         ("train", [*tiny, "model=densenet121", "data.image_size=16"], "data.image_size=16 is too small for densenet121"),
         ("explain", [f"ckpt={trained / 'checkpoints/best.pt'}", "split=test", "cam.colormap=nope"], "cam.colormap="),
@@ -477,13 +487,14 @@ def test_cli_error_families_are_one_line_and_exit_2(tiny_synthetic, trained, tmp
         assert line.startswith(f"cxrcam.{stage}: error: {expected}")
 
 
+@pytest.mark.child_process
 def test_a_read_only_output_dir_is_one_line(tiny_synthetic, tmp_path):
     locked = tmp_path / "locked"
     locked.mkdir()
     if subprocess.run(["chattr", "+i", str(locked)], capture_output=True).returncode != 0:
         pytest.skip("chattr +i is not permitted here (needs root on ext4)")
     try:
-        result = cli("train", *tiny_train_overrides(tiny_synthetic, "model=simple_cnn"),
+        result = cli("train", *tiny_train_overrides(tiny_synthetic),
                      f"hydra.run.dir={locked / 'run'}", cwd=tmp_path)
     finally:
         subprocess.run(["chattr", "-i", str(locked)], check=True)
@@ -492,6 +503,7 @@ def test_a_read_only_output_dir_is_one_line(tiny_synthetic, tmp_path):
                     "choose a writable hydra.run.dir")
 
 
+@pytest.mark.child_process
 def test_a_full_disk_names_the_checkpoint_and_leaves_no_temporary_file(tmp_path):
     disk = tmp_path / "disk"
     disk.mkdir()
@@ -508,10 +520,11 @@ def test_a_full_disk_names_the_checkpoint_and_leaves_no_temporary_file(tmp_path)
         subprocess.run(["umount", str(disk)], check=True)
 
 
+@pytest.mark.child_process
 def test_ctrl_c_exits_130_with_one_line_saying_how_to_resume(tiny_synthetic, tmp_path):
     run_dir = tmp_path / "run"
     process = subprocess.Popen([sys.executable, "-m", "cxrcam.train",
-                                *tiny_train_overrides(tiny_synthetic, "model=simple_cnn", "trainer.epochs=200",
+                                *tiny_train_overrides(tiny_synthetic, "trainer.epochs=200",
                                                       "data.batch_size=2"), f"hydra.run.dir={run_dir}"],
                                cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     last = run_dir / "checkpoints" / "last.pt"
@@ -526,6 +539,7 @@ def test_ctrl_c_exits_130_with_one_line_saying_how_to_resume(tiny_synthetic, tmp
                                             "change hydra.run.dir)")
 
 
+@pytest.mark.child_process
 @pytest.mark.parametrize("after_s", [0.3, 0.5, 0.8, 1.2])  # importing torch (its C++ part too), Hydra, composing
 def test_ctrl_c_while_starting_up_is_one_line_too(tmp_path, after_s):
     process = subprocess.Popen([sys.executable, "-m", "cxrcam.train", "--cfg", "job"], cwd=tmp_path,
@@ -540,6 +554,7 @@ def _generate(root: str) -> None:
     ensure_synthetic(root, n_per_class=6, image_size=64, seed=0)
 
 
+@pytest.mark.slow
 def test_concurrent_generation_of_one_synthetic_set_waits_instead_of_racing(tmp_path):
     root = tmp_path / "synthetic"
     context = multiprocessing.get_context("spawn")

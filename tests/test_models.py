@@ -9,15 +9,16 @@ from torchvision import models as tvm
 from cxrcam.errors import CxrcamError
 from cxrcam.models import MODEL_NAMES, build_model, get_layer, imagenet_weights_path
 
-from conftest import compose_train_config
+from conftest import compose_config
 
 CAM_STRIDE = {"resnet50": 32, "densenet121": 32, "simple_cnn": 16}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", MODEL_NAMES)
 @pytest.mark.parametrize("size", [64, 96])
 def test_each_model_runs_at_two_sizes_with_its_cam_layer(name, size):
-    cfg = compose_train_config(f"model={name}")["model"]
+    cfg = compose_config("train", f"model={name}")["model"]
     torch.manual_seed(0)
     model = build_model(name, 3, size).eval()
     captured = {}
@@ -57,6 +58,7 @@ def test_missing_imagenet_weights_say_where_to_put_them(tmp_path, monkeypatch):
         build_model("simple_cnn", 4, 64, pretrained=True)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["resnet50", "densenet121"])
 def test_imagenet_weights_load_from_a_local_file(tmp_path, name):
     reference = tvm.resnet50() if name == "resnet50" else tvm.densenet121()

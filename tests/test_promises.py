@@ -22,7 +22,7 @@ from cxrcam.training import metrics
 from cxrcam.training.checkpoint import load_checkpoint
 from cxrcam.training.metrics import quick_metrics
 
-from conftest import compose_train_config, tiny_train_overrides, train_tiny
+from conftest import compose_config, run_tiny, tiny_config, train_tiny
 
 
 def probabilities(checkpoint: Path, paths: list[str]) -> np.ndarray:
@@ -41,8 +41,7 @@ def test_the_test_split_is_scored_with_the_best_checkpoint_not_the_last(tiny_syn
         return {**quick_metrics(y_true, probs), "macro_f1": next(scores)}
 
     monkeypatch.setattr("cxrcam.train.quick_metrics", first_epoch_best)
-    report = train(compose_train_config(*tiny_train_overrides(tiny_synthetic, "model=simple_cnn", "trainer.epochs=3")),
-                   tmp_path)
+    report = run_tiny(tiny_synthetic, tmp_path, "trainer.epochs=3")
     assert report["best_epoch"] == 1 and report["best_val_macro_f1"] == 0.9
     assert load_checkpoint(tmp_path / "checkpoints" / "best.pt")["meta"]["epoch"] == 1
     with open(tmp_path / "test_predictions.csv") as f:
@@ -56,15 +55,15 @@ def test_the_test_split_is_scored_with_the_best_checkpoint_not_the_last(tiny_syn
         report["class_names"].index(r["label"]) for r in rows])))
 
 
+@pytest.mark.slow
 def test_resume_refuses_a_split_other_than_its_own(tiny_synthetic, tmp_path):
     first = tmp_path / "a"
     train_tiny(tiny_synthetic, first, "trainer.epochs=1")
     other = tmp_path / "b"
     train_tiny(tiny_synthetic, other, "seed=5")
     assert (first / "split.csv").read_bytes() != (other / "split.csv").read_bytes()
-    cfg = compose_train_config(*tiny_train_overrides(tiny_synthetic, "model=simple_cnn", "trainer.epochs=2",
-                                                     f"resume={first / 'checkpoints/last.pt'}",
-                                                     f"data.split_file={other / 'split.csv'}"))
+    cfg = tiny_config(tiny_synthetic, "trainer.epochs=2", f"resume={first / 'checkpoints/last.pt'}",
+                      f"data.split_file={other / 'split.csv'}")
     with pytest.raises(CxrcamError, match=f"data.split_file={other / 'split.csv'} is not the split the resumed "
                                           "checkpoint was trained on"):
         train(cfg, tmp_path / "resumed")
@@ -75,8 +74,7 @@ def test_resume_refuses_when_images_of_its_split_became_unreadable(tiny_dataset_
     train_tiny(tiny_dataset_copy, tmp_path / "a", "trainer.epochs=1")
     broken = sorted((tiny_dataset_copy / "Normal" / "images").glob("*.png"))[0]
     broken.write_bytes(b"")
-    cfg = compose_train_config(*tiny_train_overrides(tiny_dataset_copy, "model=simple_cnn", "trainer.epochs=2",
-                                                     f"resume={tmp_path / 'a/checkpoints/last.pt'}"))
+    cfg = tiny_config(tiny_dataset_copy, "trainer.epochs=2", f"resume={tmp_path / 'a/checkpoints/last.pt'}")
     with pytest.raises(CxrcamError, match="without the 1 unreadable image\\(s\\) the split differs from the one "
                                           "the resumed checkpoint was trained on; restore those files"):
         train(cfg, tmp_path / "resumed")
@@ -127,15 +125,14 @@ def test_a_non_finite_loss_stops_training_and_names_epoch_and_step(tiny_syntheti
 
     monkeypatch.setattr("cxrcam.train.nn.CrossEntropyLoss", BreaksInEpochTwo)
     with pytest.raises(CxrcamError, match=f"loss became {float(value)} at epoch 2, step 1;"):
-        train(compose_train_config(*tiny_train_overrides(tiny_synthetic, "model=simple_cnn", "trainer.epochs=3")),
-              tmp_path)
+        run_tiny(tiny_synthetic, tmp_path, "trainer.epochs=3")
     assert load_checkpoint(tmp_path / "checkpoints" / "last.pt")["training"]["epoch"] == 1
 
 
 @pytest.mark.parametrize("choice", ["data=synthetic", "data=covid_radiography", "data=folder", "experiment=demo",
                                     "experiment=shortcut", "experiment=shortcut_control"])
 def test_no_horizontal_flip_in_any_shipped_config(choice):
-    assert compose_train_config(choice)["data"]["augment"]["hflip"] is False
+    assert compose_config("train", choice)["data"]["augment"]["hflip"] is False
 
 
 def test_the_training_transform_never_flips_unless_asked():

@@ -23,14 +23,9 @@ from cxrcam.data.images import MAX_PIXELS, load_image, read_grayscale
 from cxrcam.data.layout import discover_images
 from cxrcam.errors import CxrcamError
 from cxrcam.models import model_from_checkpoint
-from cxrcam.train import train
 from cxrcam.training.checkpoint import load_checkpoint
 
-from conftest import TINY_CLASSES, compose_train_config, tiny_train_overrides
-
-
-def run_tiny(root: Path, run_dir: Path, *extra: str) -> dict:
-    return train(compose_train_config(*tiny_train_overrides(root, "model=simple_cnn", *extra)), run_dir)
+from conftest import RESUMED_CASE, TINY_CLASSES, assert_same_training, run_tiny, tiny_train_overrides
 
 
 def first_image(root: Path, label: str = "COVID") -> Path:
@@ -191,6 +186,7 @@ def test_checkpoint_with_pickled_code_is_refused_not_run(tmp_path, monkeypatch):
     assert not (tmp_path / "PWNED").exists()
 
 
+@pytest.mark.slow
 def test_truncated_and_foreign_checkpoints_are_clear_errors(tiny_run, tmp_path):
     data = (tiny_run / "checkpoints" / "best.pt").read_bytes()
     (tmp_path / "cut.pt").write_bytes(data[: len(data) // 2])
@@ -201,6 +197,7 @@ def test_truncated_and_foreign_checkpoints_are_clear_errors(tiny_run, tmp_path):
         load_checkpoint(tmp_path / "notes.pt")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("change", ["architecture", "classes"])
 def test_checkpoint_for_another_architecture_or_class_count_is_a_clear_error(tiny_run, change):
     payload = load_checkpoint(tiny_run / "checkpoints" / "best.pt")
@@ -221,6 +218,7 @@ for i in range(1_000_000):
 """
 
 
+@pytest.mark.child_process
 def test_kill_mid_save_never_leaves_a_broken_checkpoint(tmp_path):
     """A process that rewrites a 16 MB checkpoint over and over is SIGKILLed at moments spread over
     its saves: the file is always one whole save (the old one or the new one), never a mix or a cut."""
@@ -241,32 +239,28 @@ def test_kill_mid_save_never_leaves_a_broken_checkpoint(tmp_path):
 
 # --- interrupted training -------------------------------------------------------------------
 
-def test_sigkill_mid_training_then_resume_equals_an_uninterrupted_run(tiny_synthetic, tmp_path):
+@pytest.mark.child_process
+def test_sigkill_mid_training_then_resume_equals_an_uninterrupted_run(tiny_synthetic, uninterrupted_run, tmp_path):
     """Bitwise on CPU: every random draw comes from torch's global RNG, saved with each epoch."""
-    extra = ["model=simple_cnn", "trainer.epochs=3", "data.batch_size=2"]
     killed = tmp_path / "killed"
-    process = subprocess.Popen([sys.executable, "-m", "cxrcam.train", *tiny_train_overrides(tiny_synthetic, *extra),
-                                f"hydra.run.dir={killed}"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    args = [sys.executable, "-m", "cxrcam.train", *tiny_train_overrides(tiny_synthetic, *RESUMED_CASE),
+            f"hydra.run.dir={killed}"]
+    process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     last = killed / "checkpoints" / "last.pt"
     deadline = time.monotonic() + 180
     while not last.exists() and process.poll() is None and time.monotonic() < deadline:
         time.sleep(0.005)
     process.send_signal(signal.SIGKILL)  # epoch 1 is saved; epoch 2 has just begun
     assert process.wait() == -signal.SIGKILL
-    saved = load_checkpoint(last)["training"]["epoch"]
-    assert saved < 3
+    assert load_checkpoint(last)["training"]["epoch"] < 3
 
-    train(compose_train_config(*tiny_train_overrides(tiny_synthetic, *extra, f"resume={last}")), tmp_path / "resumed")
-    train(compose_train_config(*tiny_train_overrides(tiny_synthetic, *extra)), tmp_path / "straight")
-    resumed, straight = (load_checkpoint(tmp_path / run / "checkpoints" / "last.pt") for run in ("resumed", "straight"))
-    for key, tensor in straight["state_dict"].items():
-        assert torch.equal(tensor, resumed["state_dict"][key]), key
-    assert json.loads((tmp_path / "resumed" / "test_metrics.json").read_text())["accuracy"] == \
-        json.loads((tmp_path / "straight" / "test_metrics.json").read_text())["accuracy"]
+    run_tiny(tiny_synthetic, tmp_path / "resumed", *RESUMED_CASE, f"resume={last}")
+    assert_same_training(tmp_path / "resumed", uninterrupted_run)
 
 
 # --- output safety --------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_a_run_dir_holding_a_run_is_never_overwritten(tiny_run, tiny_synthetic):
     before = (tiny_run / "checkpoints" / "last.pt").read_bytes()
     with pytest.raises(CxrcamError, match="holds a cxrcam.train run started"):

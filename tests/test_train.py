@@ -20,22 +20,18 @@ from cxrcam.data.dataset import build_transform
 from cxrcam.data.images import load_image
 from cxrcam.errors import CxrcamError
 from cxrcam.models import build_model
-from cxrcam.train import class_weights, train
+from cxrcam.train import class_weights, make_loader, train
 from cxrcam.training.metrics import classification_report
 
-from conftest import compose_train_config, tiny_train_overrides
+from conftest import RESUMED_CASE, assert_same_training, compose_config, run_tiny, tiny_config, tiny_train_overrides
 
 RUN_FILES = ("split.csv", "metrics.csv", "test_metrics.json", "test_predictions.csv",
              "confusion_matrix.png", "roc.png", "training_curves.png",
              "checkpoints/best.pt", "checkpoints/last.pt")
 
 
-def run_tiny(root: Path, run_dir: Path, *extra: str) -> dict:
-    return train(compose_train_config(*tiny_train_overrides(root, *extra)), run_dir)
-
-
 def test_tiny_training_run_writes_every_artifact(tiny_synthetic, tmp_path):
-    report = run_tiny(tiny_synthetic, tmp_path, "model=simple_cnn")
+    report = run_tiny(tiny_synthetic, tmp_path)
     for name in RUN_FILES:
         assert (tmp_path / name).is_file(), name
     saved = json.loads((tmp_path / "test_metrics.json").read_text())
@@ -52,7 +48,7 @@ def test_tiny_training_run_writes_every_artifact(tiny_synthetic, tmp_path):
 
 
 def test_default_synthetic_data_is_generated_on_first_use(tmp_path):
-    cfg = compose_train_config("model=simple_cnn", "data.synthetic.n_per_class=6", "data.synthetic.image_size=48",
+    cfg = compose_config("train", "model=simple_cnn", "data.synthetic.n_per_class=6", "data.synthetic.image_size=48",
                                f"paths.data_dir={tmp_path / 'data'}", "data.image_size=32", "trainer.epochs=1",
                                "trainer.device=cpu")
     assert cfg["data"]["root"] == str(tmp_path / "data" / "synthetic-6x48px-seed0")
@@ -60,6 +56,7 @@ def test_default_synthetic_data_is_generated_on_first_use(tmp_path):
     assert report["n_images"] == 4 and (tmp_path / "data" / "synthetic-6x48px-seed0" / "synthetic.json").is_file()
 
 
+@pytest.mark.slow
 def test_checkpoint_is_weights_only_and_carries_what_explain_needs(tiny_synthetic, tmp_path):
     run_tiny(tiny_synthetic, tmp_path, "model=resnet50", "trainer.epochs=1")
     payload = torch.load(tmp_path / "checkpoints" / "best.pt", weights_only=True)
@@ -83,38 +80,33 @@ def test_checkpoint_is_weights_only_and_carries_what_explain_needs(tiny_syntheti
     assert probs[0].item() == pytest.approx(float(first["p_COVID"]), abs=1e-5)
 
 
-def test_resume_reproduces_an_uninterrupted_run_bitwise(tiny_synthetic, tmp_path):
+@pytest.mark.slow
+def test_resume_reproduces_an_uninterrupted_run_bitwise(tiny_synthetic, uninterrupted_run, tmp_path):
     """1 epoch, then resume to 3, equals 3 straight: sampling, augmentation and dropout included."""
-    extra = ("model=simple_cnn", "trainer.epochs=3")
-    run_tiny(tiny_synthetic, tmp_path / "straight", *extra)
-    run_tiny(tiny_synthetic, tmp_path / "part", extra[0], "trainer.epochs=1")
-    run_tiny(tiny_synthetic, tmp_path / "resumed", *extra, f"resume={tmp_path / 'part/checkpoints/last.pt'}")
-    straight = torch.load(tmp_path / "straight/checkpoints/last.pt", weights_only=True)
-    resumed = torch.load(tmp_path / "resumed/checkpoints/last.pt", weights_only=True)
-    for key, tensor in straight["state_dict"].items():
-        assert torch.equal(tensor, resumed["state_dict"][key]), key
-    assert straight["training"]["history"][-1]["val_loss"] == resumed["training"]["history"][-1]["val_loss"]
-    with open(tmp_path / "resumed/metrics.csv") as f:
-        assert [int(r["epoch"]) for r in csv.DictReader(f)] == [1, 2, 3]
+    run_tiny(tiny_synthetic, tmp_path / "part", *RESUMED_CASE, "trainer.epochs=1")
+    run_tiny(tiny_synthetic, tmp_path / "resumed", *RESUMED_CASE, f"resume={tmp_path / 'part/checkpoints/last.pt'}")
+    assert_same_training(tmp_path / "resumed", uninterrupted_run)
 
 
+@pytest.mark.slow
 def test_resume_needs_training_state_and_the_same_model(tiny_synthetic, tmp_path):
-    run_tiny(tiny_synthetic, tmp_path / "a", "model=simple_cnn", "trainer.epochs=1")
+    run_tiny(tiny_synthetic, tmp_path / "a", "trainer.epochs=1")
     with pytest.raises(CxrcamError, match="no training state"):
-        run_tiny(tiny_synthetic, tmp_path / "b", "model=simple_cnn", f"resume={tmp_path / 'a/checkpoints/best.pt'}")
+        run_tiny(tiny_synthetic, tmp_path / "b", f"resume={tmp_path / 'a/checkpoints/best.pt'}")
     with pytest.raises(CxrcamError, match="model.name='resnet50': the checkpoint was trained with model.name='simple_cnn'"):
         run_tiny(tiny_synthetic, tmp_path / "c", "model=resnet50", f"resume={tmp_path / 'a/checkpoints/last.pt'}")
-    run_tiny(tiny_synthetic, tmp_path / "d", "model=simple_cnn", "trainer.epochs=1", "optim.scheduler=onecycle")
+    run_tiny(tiny_synthetic, tmp_path / "d", "trainer.epochs=1", "optim.scheduler=onecycle")
     with pytest.raises(CxrcamError, match="onecycle schedule spans the checkpoint's trainer.epochs=1"):
-        run_tiny(tiny_synthetic, tmp_path / "e", "model=simple_cnn", "trainer.epochs=3", "optim.scheduler=onecycle",
+        run_tiny(tiny_synthetic, tmp_path / "e", "trainer.epochs=3", "optim.scheduler=onecycle",
                  f"resume={tmp_path / 'd/checkpoints/last.pt'}")
     with pytest.raises(CxrcamError, match="holds a cxrcam.train run started"):
-        run_tiny(tiny_synthetic, tmp_path / "a", "model=simple_cnn")
+        run_tiny(tiny_synthetic, tmp_path / "a")
 
 
+@pytest.mark.slow
 def test_split_file_override_trains_on_the_same_images(tiny_synthetic, tmp_path):
-    run_tiny(tiny_synthetic, tmp_path / "a", "model=simple_cnn", "trainer.epochs=1")
-    run_tiny(tiny_synthetic, tmp_path / "b", "model=simple_cnn", "trainer.epochs=1", "seed=5",
+    run_tiny(tiny_synthetic, tmp_path / "a", "trainer.epochs=1")
+    run_tiny(tiny_synthetic, tmp_path / "b", "trainer.epochs=1", "seed=5",
              f"data.split_file={tmp_path / 'a/split.csv'}")
     assert (tmp_path / "a/split.csv").read_bytes() == (tmp_path / "b/split.csv").read_bytes()
 
@@ -133,11 +125,19 @@ def test_bad_config_stops_before_any_work(tiny_synthetic, tmp_path, override, me
     assert not any(tmp_path.iterdir())
 
 
-def test_class_balancing_options_train(tiny_synthetic, tmp_path):
-    for mode in ("sampler", "none"):
-        report = run_tiny(tiny_synthetic, tmp_path / mode, "model=simple_cnn", "trainer.epochs=1",
-                          f"trainer.class_balance={mode}")
-        assert report["n_images"] == 8
+def test_the_balancing_sampler_draws_each_class_equally_often(tiny_synthetic):
+    """12 COVID and 3 Normal training images: the sampler draws Normal about half the time, plain
+    shuffling a fifth (exactly 3 of every 15)."""
+    images = {label: sorted((tiny_synthetic / label / "images").glob("*.png")) for label in ("COVID", "Normal")}
+    rows = [{"path": str(p), "label": "COVID", "split": "train"} for p in images["COVID"] + images["COVID"][:4]]
+    rows += [{"path": str(p), "label": "Normal", "split": "train"} for p in images["Normal"][:3]]
+    data = tiny_config(tiny_synthetic)["data"]
+    torch.manual_seed(0)
+    drawn = {mode: torch.cat([y for _ in range(40) for _, y in make_loader(rows, "train", ["COVID", "Normal"], data,
+                                                                           augment=True, class_balance=mode)])
+             for mode in ("sampler", "none")}
+    assert drawn["none"].float().mean().item() == pytest.approx(3 / 15)
+    assert drawn["sampler"].numel() == 40 * 15 and drawn["sampler"].float().mean().item() == pytest.approx(0.5, abs=0.05)
 
 
 def test_real_database_layout_with_mixed_images_and_a_class_subset(tmp_path):
@@ -156,8 +156,7 @@ def test_real_database_layout_with_mixed_images_and_a_class_subset(tmp_path):
             else:
                 image.save(folder / "images" / f"{label}-{i}.png")
             Image.new("L", (16, 16), 255).save(folder / "masks" / f"{label}-{i}.png")
-    cfg = compose_train_config(*tiny_train_overrides(tmp_path, "model=simple_cnn", "data.classes=[COVID,Normal]",
-                                                     "trainer.epochs=1"))
+    cfg = tiny_config(tmp_path, "data.classes=[COVID,Normal]", "trainer.epochs=1")
     report = train(cfg, tmp_path / "run")
     assert report["class_names"] == ["COVID", "Normal"] and report["n_images"] == 2  # 1 test image per class
 
@@ -168,12 +167,14 @@ def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=240)
 
 
+@pytest.mark.child_process
 def test_cli_prints_the_composed_config_from_any_directory(tmp_path):
     result = _cli("--cfg", "job", "model=densenet121", "optim.lr=3e-4", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "target_layer: features.norm5" in result.stdout and "lr: 0.0003" in result.stdout
 
 
+@pytest.mark.child_process
 def test_cli_user_error_is_one_line_and_exit_code_2(tmp_path):
     result = _cli("data=covid_radiography", f"data.root={tmp_path / 'missing'}",
                   f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
@@ -182,6 +183,7 @@ def test_cli_user_error_is_one_line_and_exit_code_2(tmp_path):
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.child_process
 def test_unknown_group_option_is_one_line_naming_the_options(tmp_path):
     result = _cli("-m", "model=resnet50,resnet_50", f"hydra.sweep.dir={tmp_path / 'sweep'}", cwd=tmp_path)
     assert result.returncode == 2 and not (tmp_path / "sweep").exists()
@@ -213,9 +215,10 @@ def test_an_override_hydra_cannot_compose_is_judged_before_hydra_starts(argv, re
     assert uncomposable_override(argv, config_dir(), "train") == reason
 
 
+@pytest.mark.child_process
 def test_tiny_multirun_writes_the_comparison_table(tiny_synthetic, tmp_path):
-    result = _cli("-m", "model=simple_cnn,resnet50", f"hydra.sweep.dir={tmp_path / 'sweep'}",
-                  *tiny_train_overrides(tiny_synthetic, "trainer.epochs=1"), cwd=tmp_path)
+    result = _cli("-m", f"hydra.sweep.dir={tmp_path / 'sweep'}",
+                  *tiny_train_overrides(tiny_synthetic, "model=simple_cnn,resnet50", "trainer.epochs=1"), cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
     with open(tmp_path / "sweep" / "comparison.csv") as f:
         rows = list(csv.DictReader(f))
