@@ -147,3 +147,4 @@ def test_layer_option_per_model():
     assert layers_for({"resnet50": ["layer4.2", "layer3.5"], "simple_cnn": "features.2"}, meta) == ["layer4.2",
                                                                                                       "layer3.5"]
     assert layers_for({"simple_cnn": "features.2"}, meta) == ["layer4.2"]  # not named: its own layer
+

@@ -10,7 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from omegaconf import OmegaConf
 from torch import nn
+
+import cxrcam.train
 
 from cxrcam.data.dataset import build_transform, to_batch
 from cxrcam.data.images import load_image
@@ -145,3 +148,10 @@ def test_the_training_transform_never_flips_unless_asked():
     assert all(torch.equal(x, plain) for x in unflipped)
     flipped = [build_transform([0.5] * 3, [0.5] * 3, {**still, "hflip": True})(image) for _ in range(30)]
     assert any(torch.equal(x, plain.flip(-1)) for x in flipped) and any(torch.equal(x, plain) for x in flipped)
+
+
+def test_a_sweeper_is_given_the_validation_score_never_the_test_score(monkeypatch):
+    """A sweeper that optimised the test score would select on the test set."""
+    report = {"best_val_macro_f1": 0.71, "macro_f1": 0.93, "accuracy": 0.95, "balanced_accuracy": 0.9}
+    monkeypatch.setattr("cxrcam.train.run_stage", lambda *args: report)
+    assert cxrcam.train.main(OmegaConf.create({})) == 0.71
