@@ -1,17 +1,23 @@
 """FastGradCAM and FastHiResCAM: equal to pytorch-grad-cam's GradCAM and HiResCAM, one target per
-image, nothing left behind."""
+image, nothing left behind; make_cam: each cam.method equal to pytorch-grad-cam's class of that name."""
 
 from __future__ import annotations
+
+import re
 
 import numpy as np
 import pytest
 import torch
-from pytorch_grad_cam import GradCAM, HiResCAM
+from pytorch_grad_cam import (AblationCAM, EigenCAM, GradCAM, GradCAMPlusPlus, HiResCAM, LayerCAM, ScoreCAM,
+                              XGradCAM)
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+from torch import nn
 
 from cxrcam.data.dataset import build_transform
 from cxrcam.data.synthetic import CLASSES, render_phantom
+from cxrcam.errors import CxrcamError
 from cxrcam.explanation.gradcam import FastGradCAM, FastHiResCAM
+from cxrcam.explanation.methods import PytorchGradCAM, make_cam
 from cxrcam.models import MODEL_NAMES, build_model, get_layer
 
 from conftest import compose_config
@@ -94,3 +100,148 @@ def test_model_state_is_restored_and_hooks_released(images):
     assert model.training and all(p.requires_grad for p in model.parameters())
     assert not layer._forward_hooks
     assert all(p.grad is None for p in model.parameters())  # nothing accumulated in the weights
+
+
+# --- make_cam: every method on a tiny model, against pytorch-grad-cam called directly -----------------
+
+METHODS = {"gradcam": GradCAM, "gradcam++": GradCAMPlusPlus, "hirescam": HiResCAM, "xgradcam": XGradCAM,
+           "layercam": LayerCAM, "eigencam": EigenCAM, "scorecam": ScoreCAM, "ablationcam": AblationCAM}
+
+
+class Tiny(nn.Module):
+    """Conv, BatchNorm (so train and eval mode give other logits), conv, and a head that keeps
+    positions (so HiResCAM and Grad-CAM differ); non-square input, so width and height cannot swap."""
+
+    def __init__(self, classes: int = 3):
+        super().__init__()
+        with torch.random.fork_rng():
+            torch.manual_seed(0)
+            self._build(classes)
+
+    def _build(self, classes: int) -> None:
+        self.features = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(),
+                                      nn.Conv2d(4, 5, 3, padding=1), nn.ReLU())
+        self.head = nn.Sequential(nn.AvgPool2d(2), nn.Flatten(), nn.Linear(5 * 4 * 6, classes))
+        with torch.no_grad():
+            self.features[1].running_mean.uniform_(-0.5, 0.5)
+            self.features[1].running_var.uniform_(0.5, 2)
+
+    def forward(self, x):
+        return self.head(self.features(x))
+
+
+@pytest.fixture
+def tiny() -> Tiny:
+    return Tiny().train()  # the CAMs must put it in eval mode themselves
+
+
+@pytest.fixture(scope="module")
+def small_images() -> torch.Tensor:
+    return torch.randn(3, 3, 8, 12, generator=torch.Generator().manual_seed(4))
+
+
+def reference(method, model, images, targets, aug_smooth=False, eigen_smooth=False):
+    with METHODS[method](model.eval(), [model.features[3]]) as cam:
+        return cam(images, [ClassifierOutputTarget(t) for t in targets], aug_smooth=aug_smooth,
+                   eigen_smooth=eigen_smooth)
+
+
+def eval_logits(model, images):
+    with torch.no_grad():
+        return model.eval()(images)
+
+
+def test_make_cam_knows_the_methods_of_pytorch_grad_cam_by_name():
+    from cxrcam.explanation.methods import PYTORCH_GRAD_CAM
+    assert PYTORCH_GRAD_CAM == METHODS
+
+
+def test_an_unknown_method_is_named_with_the_known_ones(tiny):
+    with pytest.raises(CxrcamError) as exc:
+        make_cam("gradcampp", tiny, tiny.features[3])
+    assert str(exc.value) == ("cam.method='gradcampp' is not one of ['gradcam', 'gradcam++', 'hirescam', "
+                              "'xgradcam', 'layercam', 'eigencam', 'scorecam', 'ablationcam']")
+
+
+@pytest.mark.parametrize("method, aug_smooth, eigen_smooth, kind",
+                         [("gradcam", False, False, FastGradCAM), ("hirescam", False, False, FastHiResCAM),
+                          ("gradcam", True, False, PytorchGradCAM), ("gradcam", False, True, PytorchGradCAM),
+                          ("hirescam", True, False, PytorchGradCAM), ("hirescam", False, True, PytorchGradCAM),
+                          ("gradcam++", False, False, PytorchGradCAM), ("scorecam", False, False, PytorchGradCAM)])
+def test_grad_cam_and_hirescam_unsmoothed_take_the_fast_path(tiny, method, aug_smooth, eigen_smooth, kind):
+    assert type(make_cam(method, tiny, tiny.features[3], aug_smooth, eigen_smooth)) is kind
+
+
+def test_smoothing_is_off_unless_asked_for(tiny):
+    assert type(make_cam("gradcam", tiny, tiny.features[3])) is FastGradCAM
+    cam = make_cam("xgradcam", tiny, tiny.features[3])
+    assert (cam.aug_smooth, cam.eigen_smooth) == (False, False)
+
+
+@pytest.mark.parametrize("method", list(METHODS))
+def test_each_method_equals_pytorch_grad_cams_class_of_that_name(tiny, small_images, method):
+    targets = [0, 2, 1]
+    maps, logits = make_cam(method, tiny, tiny.features[3])(small_images, targets)
+    expected = reference(method, Tiny(), small_images, targets)
+    assert maps.shape == (3, 8, 12)
+    assert np.abs(maps - expected).max() < 1e-5
+    assert (maps.reshape(3, -1).max(1) > 0.99).all()  # not all-zero maps that would match trivially
+    assert torch.equal(logits, eval_logits(Tiny(), small_images)) and not logits.requires_grad
+    assert not tiny.features[3]._forward_hooks and not tiny.features[3]._backward_hooks
+
+
+def test_the_methods_differ_on_this_model(small_images):
+    """So that the comparison above tells them apart: on this model no two methods give the same maps
+    (Grad-CAM and HiResCAM differ because the head keeps positions)."""
+    maps = {m: reference(m, Tiny(), small_images, [0, 2, 1]) for m in METHODS}
+    for i, a in enumerate(METHODS):
+        for b in list(METHODS)[i + 1:]:
+            assert np.abs(maps[a] - maps[b]).max() > 1e-3, (a, b)
+
+
+@pytest.mark.parametrize("method, aug_smooth, eigen_smooth",
+                         [("gradcam", True, False), ("gradcam", False, True), ("hirescam", False, True),
+                          ("gradcam++", True, False), ("layercam", False, True)])
+def test_the_smoothing_flags_reach_the_method(tiny, small_images, method, aug_smooth, eigen_smooth):
+    """Equal to the method with the same flags, and unlike it without them or with the two swapped."""
+    targets = [1, 0, 2]
+    maps, _ = make_cam(method, tiny, tiny.features[3], aug_smooth, eigen_smooth)(small_images, targets)
+    assert np.abs(maps - reference(method, Tiny(), small_images, targets, aug_smooth, eigen_smooth)).max() < 1e-5
+    for other in ((False, False), (eigen_smooth, aug_smooth)):
+        assert np.abs(maps - reference(method, Tiny(), small_images, targets, *other)).max() > 1e-3, other
+
+
+@pytest.mark.parametrize("method, eigen_smooth", [("gradcam", False), ("gradcam++", False), ("gradcam", True)])
+def test_per_class_maps_are_in_class_order(tiny, small_images, method, eigen_smooth):
+    maps, logits = make_cam(method, tiny, tiny.features[3], eigen_smooth=eigen_smooth).per_class(small_images)
+    assert maps.shape == (3, 3, 8, 12)
+    for k in range(3):
+        expected = reference(method, Tiny(), small_images, [k] * 3, eigen_smooth=eigen_smooth)
+        assert np.abs(maps[:, k] - expected).max() < 1e-5, k
+    assert torch.equal(logits, eval_logits(Tiny(), small_images))
+
+
+def test_fast_cams_with_a_wrong_number_of_targets_say_how_many(tiny, small_images):
+    with pytest.raises(ValueError, match=re.escape("one target class per image: 3 images, 2 targets")):
+        FastGradCAM(tiny, tiny.features[3])(small_images, [0, 1])
+
+
+def test_fast_cams_run_in_float32_under_autocast(tiny, small_images):
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        maps, logits = make_cam("gradcam", tiny, tiny.features[3])(small_images, [0, 2, 1])
+        slow_maps, slow_logits = make_cam("gradcam++", tiny, tiny.features[3])(small_images, [0, 2, 1])
+    assert np.abs(maps - reference("gradcam", Tiny(), small_images, [0, 2, 1])).max() < 1e-5
+    assert np.abs(slow_maps - reference("gradcam++", Tiny(), small_images, [0, 2, 1])).max() < 1e-5
+    assert logits.dtype == torch.float32
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
+@pytest.mark.parametrize("method", ["gradcam", "hirescam", "gradcam++"])
+def test_cams_on_the_gpu_equal_those_on_the_cpu(small_images, method):
+    """The target classes follow the logits to their device."""
+    cpu = Tiny().eval()
+    maps, logits = make_cam(method, cpu, cpu.features[3])(small_images, [0, 2, 1])
+    gpu = Tiny().cuda().eval()
+    gpu_maps, gpu_logits = make_cam(method, gpu, gpu.features[3])(small_images.cuda(), [0, 2, 1])
+    assert np.abs(gpu_maps - maps).max() < 1e-4
+    assert torch.allclose(gpu_logits.cpu(), logits, atol=1e-5)
