@@ -19,8 +19,7 @@ from torch import nn
 from cxrcam.evaluation.anatomy import ZONES
 from cxrcam.evaluation.faithfulness import confidence_change, road_scores
 from cxrcam.evaluation.samples import Sample, balanced_subset, load_samples
-from cxrcam.evaluation.sanity import (cascading_randomisation, randomisation_blocks, rank_correlation,
-                                      reinitialise, ssim)
+from cxrcam.evaluation.sanity import cascading_randomisation, randomisation_blocks, rank_correlation, reinitialise, ssim
 from cxrcam.evaluation.scores import image_scores, lesion_reference, mean_zone_profiles, summarise
 from cxrcam.evaluation.stats import bootstrap_ci
 from cxrcam.explanation.methods import make_cam
@@ -440,6 +439,14 @@ def test_rank_correlation_is_spearmans_rho_with_ties():
     b = a + rng.integers(0, 3, (10, 10))
     assert rank_correlation(a, b) == pytest.approx(spearmanr(a.ravel(), b.ravel())[0], rel=1e-12)
     assert rank_correlation(a, -b) == pytest.approx(-spearmanr(a.ravel(), b.ravel())[0], rel=1e-12)
+
+
+def test_rank_correlation_of_maps_whose_ranks_have_unit_spread():
+    """Ranks (1.5, 1.5, 3.5, 3.5) have standard deviation exactly 1; they still rank something:
+    rho = corr((-1, -1, 1, 1), (-1.5, -0.5, 0.5, 1.5)) = 4 / sqrt(4 * 5) = 2 / sqrt(5)."""
+    halves, ramp = np.array([[0.0, 0.0], [1.0, 1.0]]), np.array([[0.0, 1.0], [2.0, 3.0]])
+    assert rank_correlation(halves, ramp) == pytest.approx(2 / np.sqrt(5), rel=1e-12)
+    assert rank_correlation(ramp, halves) == pytest.approx(2 / np.sqrt(5), rel=1e-12)
 
 
 @pytest.mark.parametrize("first_constant", [True, False])
