@@ -22,7 +22,7 @@ def road_scores(model: nn.Module, images: torch.Tensor, cams: np.ndarray, target
     image ``combined`` = mean over p of (lerf - morf) / 2, higher is more faithful."""
     outputs = [ClassifierOutputSoftmaxTarget(t) for t in targets]
     morf, lerf = [], []
-    with torch.random.fork_rng(devices=[]):  # the imputer's noise comes from torch's global RNG
+    with torch.random.fork_rng():  # the imputer's noise comes from torch's global RNG
         torch.manual_seed(seed)
         for p in percentiles:
             morf.append(ROADMostRelevantFirst(percentile=p)(images, cams, outputs, model))

@@ -65,7 +65,7 @@ def cascading_randomisation(model: nn.Module, make_cam: Callable[[nn.Module], ob
     reference, _ = make_cam(model)(images, targets)
     randomised = copy.deepcopy(model)
     rows = [{"block": "trained", "rank_correlation": 1.0, "ssim": 1.0}]
-    with torch.random.fork_rng(devices=[]):
+    with torch.random.fork_rng():
         torch.manual_seed(seed)
         for block in randomisation_blocks(model):
             reinitialise(randomised.get_submodule(block))
