@@ -158,6 +158,11 @@ def test_otsu_threshold_on_hand_made_histograms():
     # (a tie: the first wins), 2*1*(1/2)^2 cutting at 3/4
     three = np.array([0.1, 0.6, 0.9])
     assert otsu_threshold(three, bins=4) == 0.25
+    # classes of one pixel (4 bins, values at centres 1/8 ... 7/8): cutting at 1/2 scores 2*1*(5/8)^2 against
+    # 1*2*(1/2)^2 at 1/4; cutting at 3/4 scores 2*2*(3/8)^2 against 1*3*(5/12)^2 at 1/2
+    assert otsu_threshold(np.array([0.125, 0.375, 0.875]), bins=4) == 0.5
+    assert otsu_threshold(np.array([0.375, 0.625, 0.875, 0.875]), bins=4) == 0.75
+    assert otsu_threshold(np.array([0.7, 0.9]), bins=4) == 0.75  # the last possible cut
 
 
 @pytest.mark.parametrize("seed", range(4))
@@ -182,6 +187,11 @@ def test_lesion_zones_hold_at_least_a_tenth_of_the_lesions_lung_pixels():
     lesion[0, 2] = True  # 1 of 9 lung pixels in zone 1: over a tenth
     np.testing.assert_array_equal(lesion_zones(lesion, zones), zones >= 0)
     np.testing.assert_array_equal(lesion_zones(lesion, zones, min_share=0.2), zones == 0)
+    only_zone_0 = lesion & (zones == 0)
+    np.testing.assert_array_equal(lesion_zones(only_zone_0, zones, min_share=0), zones >= 0)  # every lung zone
+    one_pixel = np.zeros((4, 5), bool)
+    one_pixel[3, 3] = True
+    np.testing.assert_array_equal(lesion_zones(one_pixel, zones), zones == 1)
     tenth = np.ones((1, 10), bool)  # zone 2 holds 1 of the 10 pixels: exactly the default tenth
     np.testing.assert_array_equal(lesion_zones(tenth, np.array([[0] * 9 + [2]])), tenth)
     nothing = lesion_zones(lesion & (zones < 0), zones)
