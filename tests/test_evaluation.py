@@ -385,7 +385,7 @@ def test_zone_map_by_hand():
 def test_zone_map_follows_each_lungs_own_extent_and_patient_sides():
     zones = zone_map(two_lungs())
     assert (zones[:15] == -1).all() and (zones[:, 25:35] == -1).all()
-    name = lambda r, c: ZONES[zones[r, c]]  # noqa: E731
+    name = lambda r, c: ZONES[zones[r, c]]
     # image-left lung is the patient's right; its lateral (peripheral) border is on the image left
     assert name(16, 10) == "upper-right-peripheral" and name(16, 21) == "upper-right-central"
     assert name(30, 38) == "middle-left-central" and name(44, 49) == "lower-left-peripheral"
