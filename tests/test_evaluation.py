@@ -200,14 +200,14 @@ def test_lesion_zones_hold_at_least_a_tenth_of_the_lesions_lung_pixels():
 
 def test_localisation_scores_of_one_image(lesion):
     cam = delta((10, 18))
-    cam[10, 10] = 1.0  # two peaks: one in the lesion, one 3 px right of it
-    cam[20, 20] = 2.0 / 3  # mass: 2 + 2/3 in all, 1 of it in the lesion
+    cam[10, 10] = cam[25, 25] = 1.0  # three peaks: in the lesion, 3 px right of it, far away
+    cam[20, 20] = 0.5  # mass: 3.5 in all, 1 of it in the lesion
     # the 8x8 lesion grown by 3 px: 8x3 on each side, and 4 pixels in each corner (1^2+1^2 ... 2^2+2^2 <= 9)
     assert localisation_scores(cam, lesion, None, tolerance_px=3) == {
-        "pointing": 0.5, "pointing_chance": 64 / 1024,
-        "pointing_tolerant": 1.0, "pointing_tolerant_chance": (64 + 4 * 24 + 4 * 4) / 1024,
-        "energy": pytest.approx(0.375),
-        "otsu_iou": pytest.approx(1 / 66)}  # Otsu keeps the 3 nonzero pixels, 1 of them in the lesion
+        "pointing": pytest.approx(1 / 3), "pointing_chance": 64 / 1024,
+        "pointing_tolerant": pytest.approx(2 / 3), "pointing_tolerant_chance": (64 + 4 * 24 + 4 * 4) / 1024,
+        "energy": pytest.approx(2 / 7),
+        "otsu_iou": pytest.approx(1 / 67)}  # Otsu keeps the 4 nonzero pixels, 1 of them in the lesion
 
 
 def test_zone_hit_counts_the_lesions_zones():
@@ -315,6 +315,7 @@ MIDLINE_SPECK = (15, 16, 19, 22)  # 3 px, column centre 20: on the midline count
     # the two largest parts are two lungs when similar in size (the smaller at least a fifth), sorted by column
     ([BIG, (12, 16, 2, 7)], None, [(12, 16, 2, 7)], [BIG]),
     ([BIG, (12, 13, 1, 20)], 0, [BIG, (12, 13, 1, 20)], []),  # 19 %, same side: one lung, its speck kept
+    ([BIG, (15, 16, 15, 17)], 0, [BIG, (15, 16, 15, 17)], []),  # 2 %, same side (centre 15.5): kept too
     ([BIG, (0, 10, 25, 28), (15, 16, 13, 17)], None, [BIG], [(0, 10, 25, 28)]),  # the third part is dropped
     # ... or when the smaller, at least a fiftieth, lies across the midline (a collapsed lung's remnant)
     ([BIG, (5, 6, 30, 32)], None, [BIG], [(5, 6, 30, 32)]),
@@ -405,7 +406,8 @@ def test_lung_aligned_crops_to_the_lungs_and_stretches_bilinearly():
                                                                          [1.5, 1.75, 2.25, 2.5], [2, 2.25, 2.75, 3]])
     default = lung_aligned(values, lungs)
     assert default.shape == (64, 64) and default[0, 0] == 0 and default[-1, -1] == 3
-    np.testing.assert_array_equal(lung_aligned(values, box((10, 10), (3, 4, 5, 7)), size=2), [[0, 1], [0, 1]])
+    one_row = lung_aligned(values, box((10, 10), (3, 4, 5, 8)), size=3)  # 0, 1, 100: the rows repeat
+    np.testing.assert_array_equal(one_row, [[0, 1, 100]] * 3)
     with pytest.raises(ValueError) as exc:
         lung_aligned(values, box((10, 10)))
     assert str(exc.value) == "an empty lung mask has no lung-aligned frame"
