@@ -174,6 +174,14 @@ def test_otsu_threshold_matches_the_definition_on_random_maps(seed):
     assert otsu_threshold(cam, bins=16) == _otsu_reference(cam, 16)
 
 
+def test_otsu_segments_the_pixels_on_its_threshold():
+    """Otsu's threshold is the lowest edge of the high class's first bin: a pixel on it is high."""
+    lesion = np.zeros((8, 8), bool)
+    lesion[2:4, 2:4] = True
+    cam = np.where(lesion, 1 / 256, 0.0)
+    assert otsu_threshold(cam) == 1 / 256 and otsu_iou(cam, lesion) == 1.0
+
+
 def test_otsu_iou_of_an_empty_map_is_zero():
     assert otsu_iou(np.zeros((0, 0)), np.zeros((0, 0), bool)) == 0.0
 

@@ -52,7 +52,7 @@ def otsu_threshold(values: np.ndarray, bins: int = 256) -> float:
 def otsu_iou(cam: np.ndarray, lesion: np.ndarray) -> float:
     """IoU of the Otsu-thresholded CAM with the lesion (CheXlocalize's segmentation protocol).
     A constant map segments the whole image."""
-    segmented = cam > otsu_threshold(cam)
+    segmented = cam >= otsu_threshold(cam)  # the threshold is the high class's lowest bin edge: it belongs to it
     union = np.count_nonzero(segmented | lesion)
     return np.count_nonzero(segmented & lesion) / union if union else 0.0
 
