@@ -384,8 +384,10 @@ def test_high_bit_depth_is_stretched_from_its_own_min_to_max():
     assert images._stretch_to_uint8(pixels).tolist() == [[0, 64], [128, 255]]  # 63.75 and 127.5 rounded
     assert images._stretch_to_uint8(pixels).dtype == np.uint8
     assert images._stretch_to_uint8(np.array([[0.25, 0.5]], dtype=np.float64)).tolist() == [[0, 255]]
-    # float32 arithmetic: a 16-bit range is resolved to the last grey level
+    # a 16-bit range is resolved to the last grey level; a 32-bit one rounded in float64 (83728 of 0..100003 is
+    # 213.49999 grey levels: float32 arithmetic made it 214)
     assert images._stretch_to_uint8(np.array([[0, 65535, 65279]], dtype=np.uint16)).tolist() == [[0, 255, 254]]
+    assert images._stretch_to_uint8(np.array([[0, 100003, 83728]], dtype=np.int32)).tolist() == [[0, 255, 213]]
     image = Image.fromarray(np.array([[100, 300], [500, 900]], dtype=np.uint16))
     assert image.mode == "I;16"
     assert np.asarray(images.to_grayscale_uint8(image)).tolist() == [[0, 64], [128, 255]]

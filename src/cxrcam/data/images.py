@@ -27,7 +27,7 @@ def to_grayscale_uint8(image: Image.Image) -> Image.Image:
 
 
 def _stretch_to_uint8(pixels: np.ndarray) -> np.ndarray:
-    pixels = pixels.astype(np.float32)
+    pixels = pixels.astype(np.float64)  # float32 rounds some levels of a 32-bit or LUT-mapped range wrong
     low, high = float(pixels.min()), float(pixels.max())
     scaled = (pixels - low) / (high - low) if high > low else np.zeros_like(pixels)
     return (scaled * 255).round().astype(np.uint8)
