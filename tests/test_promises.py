@@ -37,6 +37,7 @@ def probabilities(checkpoint: Path, paths: list[str]) -> np.ndarray:
         return model_from_checkpoint(payload)(images).softmax(1).numpy()
 
 
+@pytest.mark.slow
 def test_the_test_split_is_scored_with_the_best_checkpoint_not_the_last(tiny_synthetic, tmp_path, monkeypatch):
     scores = iter([0.9, 0.2, 0.1])  # validation macro-F1 per epoch: epoch 1 is the best
 
@@ -73,6 +74,7 @@ def test_resume_refuses_a_split_other_than_its_own(tiny_synthetic, tmp_path):
     assert not (tmp_path / "resumed").exists()
 
 
+@pytest.mark.slow
 def test_resume_refuses_when_images_of_its_split_became_unreadable(tiny_dataset_copy, tmp_path):
     train_tiny(tiny_dataset_copy, tmp_path / "a", "trainer.epochs=1")
     broken = sorted((tiny_dataset_copy / "Normal" / "images").glob("*.png"))[0]

@@ -128,6 +128,7 @@ def test_dicom_monochrome1_with_voi_lut_and_multiframe_refusal(tmp_path):
 
 # --- dataset scan ---------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_bad_images_are_skipped_listed_and_counted_or_stop_the_run(tiny_dataset_copy, tmp_path):
     truncated, empty = first_image(tiny_dataset_copy, "COVID"), first_image(tiny_dataset_copy, "Normal")
     truncated.write_bytes(truncated.read_bytes()[:200])

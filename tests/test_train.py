@@ -30,6 +30,7 @@ RUN_FILES = ("split.csv", "metrics.csv", "test_metrics.json", "test_predictions.
              "checkpoints/best.pt", "checkpoints/last.pt")
 
 
+@pytest.mark.slow
 def test_tiny_training_run_writes_every_artifact(tiny_synthetic, tmp_path):
     report = run_tiny(tiny_synthetic, tmp_path)
     for name in RUN_FILES:
@@ -47,6 +48,7 @@ def test_tiny_training_run_writes_every_artifact(tiny_synthetic, tmp_path):
     assert {r["split"] for r in rows} == {"train", "val", "test"} and len(rows) == 32
 
 
+@pytest.mark.slow
 def test_default_synthetic_data_is_generated_on_first_use(tmp_path):
     cfg = compose_config("train", "model=simple_cnn", "data.synthetic.n_per_class=6", "data.synthetic.image_size=48",
                                f"paths.data_dir={tmp_path / 'data'}", "data.image_size=32", "trainer.epochs=1",
@@ -140,6 +142,7 @@ def test_the_balancing_sampler_draws_each_class_equally_often(tiny_synthetic):
     assert drawn["sampler"].numel() == 40 * 15 and drawn["sampler"].float().mean().item() == pytest.approx(0.5, abs=0.05)
 
 
+@pytest.mark.slow
 def test_real_database_layout_with_mixed_images_and_a_class_subset(tmp_path):
     """Any class subset, mixed modes and sizes, PNG and JPEG, masks beside images."""
     rng = np.random.default_rng(0)
