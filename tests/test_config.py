@@ -15,7 +15,13 @@ from cxrcam.config import (config_dir, require, require_choice, require_flag, re
                            validate_train_config)
 from cxrcam.errors import CxrcamError
 
-DELETE = object()  # as a value: remove the key
+
+class _Delete:
+    def __repr__(self) -> str:  # a stable test id (mutmut reruns tests by id in other processes)
+        return "<deleted>"
+
+
+DELETE = _Delete()  # as a value: remove the key
 METHODS = "['gradcam', 'gradcam++', 'hirescam', 'xgradcam', 'layercam', 'eigencam', 'scorecam', 'ablationcam']"
 SPLITS = "['train', 'val', 'test']"
 MARKER_HINT = "must map class names to probabilities in [0, 1], e.g. {COVID: 0.95, Normal: 0.05}"
