@@ -24,7 +24,7 @@ SPLIT_FIELDS = ("path", "label", "split")
 
 def stratified_split(items: list[tuple[Path, str]], val_fraction: float, test_fraction: float,
                      seed: int) -> list[dict]:
-    if not (0 <= val_fraction < 1 and 0 < test_fraction < 1 and val_fraction + test_fraction < 1):
+    if not (val_fraction >= 0 and test_fraction > 0 and val_fraction + test_fraction < 1):  # so each is below 1
         raise CxrcamError(f"data.val_fraction={val_fraction} and data.test_fraction={test_fraction} "
                           "must be fractions in [0, 1) with test > 0 and a sum below 1")
     by_class: dict[str, list[str]] = {}
