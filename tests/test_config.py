@@ -96,8 +96,8 @@ def test_require_whole_accepts_counts_from_the_minimum_up(value, minimum):
     (1.5, dict(low=0, high=1), "k=1.5 must be a number in [0, 1]"),
     (0, dict(low=0, high=1, low_open=True, high_open=True), "k=0 must be a number in (0, 1)"),
     (1, dict(low=0, high=1, low_open=True, high_open=True), "k=1 must be a number in (0, 1)"),
-    (2, dict(high=1), "k=2 must be a number"),  # no caller gives only an upper bound; it goes unsaid
-    (1, dict(high=1, high_open=True), "k=1 must be a number"),
+    (2, dict(high=1), "k=2 must be a number <= 1"),
+    (1, dict(high=1, high_open=True), "k=1 must be a number < 1"),
     ("x", dict(), "k='x' must be a number"),
     (True, dict(low=0), "k=True must be a number >= 0"),
     (None, dict(low=0, high=1), "k=None must be a number in [0, 1]"),

@@ -52,6 +52,8 @@ def require_number(key: str, value, low: float | None = None, high: float | None
         bounds = f" in {'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"
     elif low is not None:
         bounds = f" {'>' if low_open else '>='} {low}"
+    elif high is not None:
+        bounds = f" {'<' if high_open else '<='} {high}"
     else:
         bounds = ""
     require(ok, f"{key}={value!r} must be a number{bounds}")
