@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
 from cxrcam.config import config_dir
 from cxrcam.data.synthetic import ensure_synthetic
@@ -30,10 +30,16 @@ def tiny_dataset_copy(tiny_synthetic, tmp_path) -> Path:
     return Path(shutil.copytree(tiny_synthetic, tmp_path / "dataset"))
 
 
-def compose_config(name: str, *overrides: str) -> dict:
-    """The resolved config of one entry point (train, explain, evaluate), as its Hydra main sees it."""
+def compose_hydra_config(name: str, *overrides: str, with_hydra: bool = False) -> DictConfig:
+    """One entry point's config (train, explain, evaluate) as Hydra composes it; ``with_hydra`` adds
+    the ``hydra`` node (run dir, callbacks) that Hydra's own main would see."""
     with initialize_config_dir(version_base="1.3", config_dir=str(config_dir())):
-        return OmegaConf.to_container(compose(name, overrides=list(overrides)), resolve=True)
+        return compose(name, overrides=list(overrides), return_hydra_config=with_hydra)
+
+
+def compose_config(name: str, *overrides: str) -> dict:
+    """The resolved config a stage receives."""
+    return OmegaConf.to_container(compose_hydra_config(name, *overrides), resolve=True)
 
 
 def tiny_train_overrides(root: Path, *extra: str) -> list[str]:

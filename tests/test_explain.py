@@ -36,13 +36,9 @@ def checkpoints(tiny_synthetic, tmp_path_factory) -> list[Path]:
     return paths
 
 
-def compose_explain_config(*overrides: str) -> dict:
-    return compose_config("explain", *overrides)
-
-
 @pytest.mark.slow
 def test_test_split_gives_overlays_panels_predictions_and_raw_cams(checkpoints, tmp_path):
-    failures = explain(compose_explain_config(f"ckpt={checkpoints[0]}", "split=test", "per_class=1",
+    failures = explain(compose_config("explain", f"ckpt={checkpoints[0]}", "split=test", "per_class=1",
                                               "device=cpu"), tmp_path)
     assert failures == []
     with open(tmp_path / "predictions.csv") as f:
@@ -67,24 +63,24 @@ def test_test_split_gives_overlays_panels_predictions_and_raw_cams(checkpoints, 
 @pytest.mark.slow
 def test_cam_target_and_method_options(checkpoints, tmp_path):
     base = (f"ckpt={checkpoints[0]}", "split=test", "per_class=1", "device=cpu")
-    explain(compose_explain_config(*base, "cam.target=all"), tmp_path / "all")
+    explain(compose_config("explain", *base, "cam.target=all"), tmp_path / "all")
     assert len(list((tmp_path / "all" / "overlays").glob("*.png"))) == 16
-    explain(compose_explain_config(*base, "cam.target=Normal", "cam.method=gradcam++"), tmp_path / "normal")
+    explain(compose_config("explain", *base, "cam.target=Normal", "cam.method=gradcam++"), tmp_path / "normal")
     assert all(p.stem.endswith("_Normal") for p in (tmp_path / "normal" / "overlays").glob("*.png"))
-    explain(compose_explain_config(*base, "cam.layer=features.2", "cam.eigen_smooth=true"), tmp_path / "layer")
+    explain(compose_config("explain", *base, "cam.layer=features.2", "cam.eigen_smooth=true"), tmp_path / "layer")
     saved = np.load(tmp_path / "layer" / "cams.npz")
     assert str(saved["layer"]) == "features.2" and saved["cams"].shape == (4, 4, 32, 32)
     with pytest.raises(CxrcamError, match="layer 'features.9' does not exist"):
-        explain(compose_explain_config(*base, "cam.layer=features.9"), tmp_path / "nolayer")
+        explain(compose_config("explain", *base, "cam.layer=features.9"), tmp_path / "nolayer")
     with pytest.raises(CxrcamError, match="cam.target='Cat'"):
-        explain(compose_explain_config(*base, "cam.target=Cat"), tmp_path / "cat")
+        explain(compose_config("explain", *base, "cam.target=Cat"), tmp_path / "cat")
     with pytest.raises(CxrcamError, match="cam.method='magic'"):
-        explain(compose_explain_config(*base, "cam.method=magic"), tmp_path / "magic")
+        explain(compose_config("explain", *base, "cam.method=magic"), tmp_path / "magic")
 
 
 @pytest.mark.slow
 def test_two_checkpoints_give_a_comparison_figure(checkpoints, tmp_path):
-    explain(compose_explain_config(f"ckpt=[{checkpoints[0]},{checkpoints[1]}]", "split=test", "per_class=1",
+    explain(compose_config("explain", f"ckpt=[{checkpoints[0]},{checkpoints[1]}]", "split=test", "per_class=1",
                                    "device=cpu"), tmp_path)
     assert (tmp_path / "0_simple_cnn" / "cams.npz").is_file() and (tmp_path / "1_resnet50" / "cams.npz").is_file()
     width, height = Image.open(tmp_path / "comparison.png").size
@@ -129,8 +125,8 @@ def test_overlay_heat_sits_where_the_cam_is_high():
 @pytest.mark.slow
 def test_nothing_to_explain_is_a_clear_error(checkpoints, tmp_path):
     with pytest.raises(CxrcamError, match="say what to explain"):
-        explain(compose_explain_config(f"ckpt={checkpoints[0]}"), tmp_path)
+        explain(compose_config("explain", f"ckpt={checkpoints[0]}"), tmp_path)
     with pytest.raises(CxrcamError, match="say which model"):
-        explain(compose_explain_config("split=test"), tmp_path)
+        explain(compose_config("explain", "split=test"), tmp_path)
     with pytest.raises(CxrcamError, match="does not exist"):
-        explain(compose_explain_config(f"ckpt={checkpoints[0]}", f"image={tmp_path / 'nope.png'}"), tmp_path)
+        explain(compose_config("explain", f"ckpt={checkpoints[0]}", f"image={tmp_path / 'nope.png'}"), tmp_path)

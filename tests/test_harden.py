@@ -31,7 +31,7 @@ from cxrcam.rundir import ARTIFACTS, CLAIM, claim_before_hydra, claim_run_dir
 from cxrcam.train import train
 from cxrcam.training.checkpoint import save_checkpoint
 
-from conftest import compose_config, run_tiny, tiny_config, tiny_train_overrides, train_tiny
+from conftest import compose_config, compose_hydra_config, run_tiny, tiny_config, tiny_train_overrides, train_tiny
 
 CHEAP_EVALUATE = ["device=cpu", "faithfulness.n_images=4", "faithfulness.percentiles=[50]", "sanity.n_images=4",
                   "bootstrap.n_resamples=50"]
@@ -84,17 +84,9 @@ def test_a_dir_with_hydra_files_is_refused_before_hydra_writes_but_not_a_sweep_j
         claim_run_dir(tmp_path, "train")
 
 
-def _hydra_run_config(stage: str, *overrides: str):
-    from hydra import compose, initialize_config_dir
-
-    from cxrcam.config import config_dir
-    with initialize_config_dir(version_base="1.3", config_dir=str(config_dir())):
-        return compose(stage, overrides=list(overrides), return_hydra_config=True)
-
-
 def test_two_starts_in_the_same_second_get_two_dirs(tmp_path):
-    first = _hydra_run_config("train", f"paths.output_dir={tmp_path}")
-    second = _hydra_run_config("train", f"paths.output_dir={tmp_path}")
+    first = compose_hydra_config("train", f"paths.output_dir={tmp_path}", with_hydra=True)
+    second = compose_hydra_config("train", f"paths.output_dir={tmp_path}", with_hydra=True)
     OmegaConf.copy_cache(from_config=first, to_config=second)  # the same ${now:} second
     assert first.hydra.run.dir == second.hydra.run.dir
     default_dir = first.hydra.run.dir
@@ -105,8 +97,8 @@ def test_two_starts_in_the_same_second_get_two_dirs(tmp_path):
 
 
 def test_a_sweep_dir_taken_in_the_same_second_moves_its_jobs_too(tmp_path):
-    first = _hydra_run_config("train", f"paths.output_dir={tmp_path}")
-    second = _hydra_run_config("train", f"paths.output_dir={tmp_path}")
+    first = compose_hydra_config("train", f"paths.output_dir={tmp_path}", with_hydra=True)
+    second = compose_hydra_config("train", f"paths.output_dir={tmp_path}", with_hydra=True)
     OmegaConf.copy_cache(from_config=first, to_config=second)
     RunDirClaim("train").on_multirun_start(first)
     RunDirClaim("train").on_multirun_start(second)
@@ -118,8 +110,8 @@ def test_a_moved_sweep_dir_with_grammar_characters_reaches_its_jobs(tmp_path):
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     odd = tmp_path / "o(1), it's=[x]"
-    first = _hydra_run_config("train", f'paths.output_dir="{odd}"')
-    second = _hydra_run_config("train", f'paths.output_dir="{odd}"')
+    first = compose_hydra_config("train", f'paths.output_dir="{odd}"', with_hydra=True)
+    second = compose_hydra_config("train", f'paths.output_dir="{odd}"', with_hydra=True)
     OmegaConf.copy_cache(from_config=first, to_config=second)
     RunDirClaim("train").on_multirun_start(first)
     RunDirClaim("train").on_multirun_start(second)

@@ -5,6 +5,7 @@ sign, an infinite loss stops training, and no horizontal flip by default."""
 from __future__ import annotations
 
 import csv
+import re
 from pathlib import Path
 
 import numpy as np
@@ -17,10 +18,12 @@ import cxrcam.train
 
 from cxrcam.data.dataset import build_transform, to_batch
 from cxrcam.data.images import load_image
+from cxrcam.data.layout import discover_images
+from cxrcam.data.split import stratified_split, write_split
 from cxrcam.errors import CxrcamError
 from cxrcam.evaluation.faithfulness import road_scores
 from cxrcam.models import model_from_checkpoint
-from cxrcam.train import train
+from cxrcam.train import make_split, train
 from cxrcam.training import metrics
 from cxrcam.training.checkpoint import load_checkpoint
 from cxrcam.training.metrics import quick_metrics
@@ -157,3 +160,17 @@ def test_a_sweeper_is_given_the_validation_score_never_the_test_score(monkeypatc
     report = {"best_val_macro_f1": 0.71, "macro_f1": 0.93, "accuracy": 0.95, "balanced_accuracy": 0.9}
     monkeypatch.setattr("cxrcam.train.run_stage", lambda *args: report)
     assert cxrcam.train.main(OmegaConf.create({})) == 0.71
+
+
+def test_a_split_without_every_class_in_train_val_and_test_is_refused(tiny_synthetic, tmp_path):
+    """Validation without a class cannot pick a checkpoint for it; a test split without one cannot score it."""
+    data = tiny_config(tiny_synthetic)["data"]
+    rows = stratified_split(discover_images(tiny_synthetic, data["classes"]), 0.2, 0.2, seed=0)
+    write_split([r for r in rows if not (r["split"] == "val" and r["label"] == "Normal")], tmp_path / "given.csv")
+    (tmp_path / "run").mkdir()
+    with pytest.raises(CxrcamError, match=re.escape("the val split has no image of class(es) ['Normal']; add "
+                                                    "images or change data.val_fraction / data.test_fraction")):
+        make_split(data, 0, tmp_path / "run", tmp_path / "given.csv", None)
+    rows_made, skipped = make_split(data, 0, tmp_path / "run", None, None)  # the stratified split keeps them all
+    assert skipped == [] and {(r["split"], r["label"]) for r in rows_made} == {
+        (s, c) for s in ("train", "val", "test") for c in data["classes"]}
