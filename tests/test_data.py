@@ -417,7 +417,8 @@ def test_an_unidentifiable_file_is_a_cxrcam_error_with_pillows_reason(tmp_path):
     (tmp_path / "x.png").write_bytes(b"not an image")
     with pytest.raises(CxrcamError) as info:
         images.read_grayscale(tmp_path / "x.png")
-    assert str(info.value) == f"cannot read image {tmp_path / 'x.png'}: cannot identify image file {str(tmp_path / 'x.png')!r}"
+    path = tmp_path / "x.png"
+    assert str(info.value) == f"cannot read image {path}: cannot identify image file {str(path)!r}"
 
 
 def test_resize_is_bilinear_and_writable():

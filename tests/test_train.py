@@ -139,7 +139,8 @@ def test_the_balancing_sampler_draws_each_class_equally_often(tiny_synthetic):
                                                                            augment=True, class_balance=mode)])
              for mode in ("sampler", "none")}
     assert drawn["none"].float().mean().item() == pytest.approx(3 / 15)
-    assert drawn["sampler"].numel() == 40 * 15 and drawn["sampler"].float().mean().item() == pytest.approx(0.5, abs=0.05)
+    assert drawn["sampler"].numel() == 40 * 15
+    assert drawn["sampler"].float().mean().item() == pytest.approx(0.5, abs=0.05)
 
 
 @pytest.mark.slow
