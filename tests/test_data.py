@@ -541,6 +541,12 @@ def test_skip_lists_each_unreadable_image_and_logs_it(tmp_path, caplog):
     assert unreadable_images(paths[::2], "skip") == []
 
 
+def test_checking_the_images_shows_its_progress(tmp_path, capsys):
+    unreadable_images(_mixed_folder(tmp_path)[::2], "skip")
+    bar = capsys.readouterr().err.split("\r")[-1]
+    assert bar.startswith("checking images: 100%") and "| 2/2 [" in bar and "img/s]" in bar
+
+
 def test_error_stops_at_the_first_unreadable_image(tmp_path):
     paths = _mixed_folder(tmp_path)
     with pytest.raises(CxrcamError) as info:

@@ -91,6 +91,8 @@ def test_macro_f1_of_a_class_with_no_predictions_is_zero_without_warning():
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # sklearn's UndefinedMetricWarning would mean zero_division is unset
         metrics = quick_metrics(y_true, probs)
+        per_class = classification_report(y_true, probs, ["a", "b"])["per_class"]
+    assert per_class["b"] == {"precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 2}
     # class 0: P=1/2 R=1 -> 2/3; class 1: nothing predicted -> 0 (zero_division=0)
     assert_same(metrics, {"accuracy": 0.5, "balanced_accuracy": 0.5, "macro_f1": (2 / 3 + 0) / 2})
 
@@ -272,6 +274,23 @@ def test_a_failed_write_of_the_temporary_file_is_a_clear_error(tmp_path, monkeyp
         save_checkpoint(_payload(), path)
     monkeypatch.undo()
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_temporary_file_that_cannot_even_be_created_is_the_same_clear_error(tmp_path, monkeypatch):
+    """A read-only dir fails at open(): there is no temporary file to remove, and that is no second error."""
+    path = tmp_path / "last.pt"
+    real_open = open
+
+    def read_only_open(file, mode="r", *args, **kwargs):
+        if Path(file).name == ".last.pt.tmp":
+            raise PermissionError(13, "Permission denied", str(file))
+        return real_open(file, mode, *args, **kwargs)
+
+    monkeypatch.setattr("builtins.open", read_only_open)
+    with pytest.raises(CxrcamError) as info:
+        save_checkpoint(_payload(), path)
+    assert str(info.value) == (f"cannot write checkpoint {path}: Permission denied; free disk space or set "
+                               "hydra.run.dir to a writable folder")
 
 
 def test_a_checkpoint_written_on_a_gpu_loads_on_the_cpu(tmp_path, monkeypatch):
