@@ -510,6 +510,16 @@ def test_train_one_epoch_returns_the_image_weighted_mean_loss_of_plain_sgd(sizes
     assert optimizer.param_groups[0]["lr"] == pytest.approx(0.5 * (0.5 ** len(sizes) if with_scheduler else 1))
 
 
+def test_train_one_epoch_shows_its_epoch_and_the_running_loss(capsys):
+    model, batches = Recorder(), _batches((3, 2))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
+    mean = train_one_epoch(model, batches, nn.CrossEntropyLoss(), optimizer, None, torch.device("cpu"), epoch=7)
+    frames = [f for f in capsys.readouterr().err.split("\r") if f.strip()]
+    assert frames[0].startswith("epoch 7 train:   0%|") and frames[0].endswith("| 0/2 [00:00<?, ?batch/s]")
+    losses = [f.rsplit("loss=", 1)[1].rstrip("]") for f in frames if "batch/s, loss=" in f]
+    assert len(losses) == 2 and losses[-1] == f"{mean:.4f}"  # the running mean after each step
+
+
 def test_train_one_epoch_of_no_batches_is_zero():
     model = Recorder()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
