@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
@@ -85,3 +86,29 @@ def assert_same_training(run_dir: Path, reference: Path) -> None:
         assert torch.equal(tensor, last["state_dict"][key]), key
     untimed = lambda history: [{k: v for k, v in row.items() if not k.endswith("_s")} for row in history]  # noqa: E731
     assert untimed(last["training"]["history"]) == untimed(expected["training"]["history"])
+
+
+def write_dicom(path: Path, pixels: np.ndarray, photometric: str = "MONOCHROME2", samples: int = 1, **extra) -> Path:
+    """A DICOM file of ``pixels`` (16-bit, 12 stored, or 8-bit RGB), tags in ``extra``; skips without pydicom."""
+    pydicom = pytest.importorskip("pydicom", reason="the [dicom] extra (pydicom) is not installed")
+    from pydicom.dataset import FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID = SecondaryCaptureImageStorage, generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = pydicom.Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
+    ds.Modality, ds.PhotometricInterpretation = "DX", photometric
+    ds.Rows, ds.Columns = pixels.shape[-2:] if samples == 1 else pixels.shape[:2]  # frames first; colour last
+    if samples == 1:
+        ds.SamplesPerPixel, ds.BitsAllocated, ds.BitsStored, ds.HighBit = 1, 16, 12, 11
+    else:
+        ds.SamplesPerPixel, ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PlanarConfiguration = 3, 8, 8, 7, 0
+    ds.PixelRepresentation = 0
+    for key, value in extra.items():
+        setattr(ds, key, value)
+    ds.PixelData = pixels.astype(np.uint16 if samples == 1 else np.uint8).tobytes()
+    ds.save_as(path, enforce_file_format=True)
+    return path

@@ -22,7 +22,7 @@ from cxrcam.data.split import (checkpoint_split_file, file_sha256, read_split, s
 from cxrcam.data.synthetic import CLASSES, MANIFEST, METADATA, ensure_synthetic, render_phantom
 from cxrcam.errors import CxrcamError
 
-from conftest import TINY_CLASSES
+from conftest import TINY_CLASSES, write_dicom
 
 
 def _png(path, size=(20, 20), mode="L", value=128):
@@ -429,38 +429,13 @@ def test_resize_is_bilinear_and_writable():
     assert not np.array_equal(resized, np.array(Image.fromarray(pixels).resize((4, 4), Image.Resampling.NEAREST)))
 
 
-def _dicom(path: Path, pixels: np.ndarray, photometric: str = "MONOCHROME2", samples: int = 1, **extra) -> Path:
-    pydicom = pytest.importorskip("pydicom", reason="the [dicom] extra (pydicom) is not installed")
-    from pydicom.dataset import FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
-
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID = SecondaryCaptureImageStorage, generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = pydicom.Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
-    ds.Modality, ds.PhotometricInterpretation = "DX", photometric
-    ds.Rows, ds.Columns = pixels.shape[:2]
-    if samples == 1:
-        ds.SamplesPerPixel, ds.BitsAllocated, ds.BitsStored, ds.HighBit = 1, 16, 12, 11
-    else:
-        ds.SamplesPerPixel, ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PlanarConfiguration = 3, 8, 8, 7, 0
-    ds.PixelRepresentation = 0
-    for key, value in extra.items():
-        setattr(ds, key, value)
-    ds.PixelData = pixels.astype(np.uint16 if samples == 1 else np.uint8).tobytes()
-    ds.save_as(path, enforce_file_format=True)
-    return path
-
-
 STORED = np.array([[0, 1000], [2000, 4000]])  # 12-bit; stretched: 0, 63.75 -> 64, 127.5 -> 128, 255
 
 
 @pytest.mark.parametrize(("photometric", "expected"), [("MONOCHROME2", [[0, 64], [128, 255]]),
                                                        ("MONOCHROME1", [[255, 191], [127, 0]])])
 def test_dicom_pixels_are_stretched_and_monochrome1_inverted(tmp_path, photometric, expected):
-    path = _dicom(tmp_path / "x.DCM", STORED, photometric)  # upper-case extension: still DICOM
+    path = write_dicom(tmp_path / "x.DCM", STORED, photometric)  # upper-case extension: still DICOM
     pixels = images.read_grayscale(path)
     assert pixels.tolist() == expected and pixels.dtype == np.uint8
 
@@ -468,7 +443,7 @@ def test_dicom_pixels_are_stretched_and_monochrome1_inverted(tmp_path, photometr
 def test_dicom_modality_lut_is_applied(tmp_path):
     # a negative rescale slope turns the stored values round: the brightest stored value is shown darkest
     # (-4000..0 stretched: 191.25 -> 191, 127.5 -> 128)
-    path = _dicom(tmp_path / "x.dcm", STORED, RescaleSlope=-1, RescaleIntercept=0)
+    path = write_dicom(tmp_path / "x.dcm", STORED, RescaleSlope=-1, RescaleIntercept=0)
     assert images.read_dicom(path).tolist() == [[255, 191], [128, 0]]
 
 
@@ -476,11 +451,11 @@ def test_dicom_modality_lut_is_applied(tmp_path):
 @pytest.mark.parametrize("frames", [None, 1, ""])
 def test_a_dicom_that_says_one_frame_or_nothing_is_read(tmp_path, frames):
     extra = {} if frames is None else {"NumberOfFrames": frames}
-    assert images.read_dicom(_dicom(tmp_path / "x.dcm", STORED, **extra)).tolist() == [[0, 64], [128, 255]]
+    assert images.read_dicom(write_dicom(tmp_path / "x.dcm", STORED, **extra)).tolist() == [[0, 64], [128, 255]]
 
 
 def test_a_multiframe_dicom_is_refused_with_its_frame_count(tmp_path):
-    path = _dicom(tmp_path / "cine.dcm", np.concatenate([STORED, STORED, STORED]), NumberOfFrames=3)
+    path = write_dicom(tmp_path / "cine.dcm", np.concatenate([STORED, STORED, STORED]), NumberOfFrames=3)
     with pytest.raises(CxrcamError) as info:
         images.read_dicom(path)
     assert str(info.value) == (f"refusing DICOM {path}: it has 3 frames; export the radiograph's single frame "
@@ -488,7 +463,7 @@ def test_a_multiframe_dicom_is_refused_with_its_frame_count(tmp_path):
 
 
 def test_a_huge_dicom_is_refused_from_its_header(tmp_path):
-    path = _dicom(tmp_path / "big.dcm", STORED)
+    path = write_dicom(tmp_path / "big.dcm", STORED)
     import pydicom
     ds = pydicom.dcmread(path)
     ds.Rows, ds.Columns = 7000, 10000  # the header claims more than the pixel data holds
@@ -499,7 +474,7 @@ def test_a_huge_dicom_is_refused_from_its_header(tmp_path):
 
 
 def test_a_colour_dicom_is_refused(tmp_path):
-    path = _dicom(tmp_path / "rgb.dcm", np.zeros((2, 3, 3)), "RGB", samples=3)
+    path = write_dicom(tmp_path / "rgb.dcm", np.zeros((2, 3, 3)), "RGB", samples=3)
     with pytest.raises(CxrcamError) as info:
         images.read_dicom(path)
     assert str(info.value) == f"refusing DICOM {path}: pixel data of shape (2, 3, 3) is not one grayscale image"

@@ -25,7 +25,7 @@ from cxrcam.errors import CxrcamError
 from cxrcam.models import model_from_checkpoint
 from cxrcam.training.checkpoint import load_checkpoint
 
-from conftest import RESUMED_CASE, TINY_CLASSES, assert_same_training, run_tiny, tiny_train_overrides
+from conftest import RESUMED_CASE, TINY_CLASSES, assert_same_training, run_tiny, tiny_train_overrides, write_dicom
 
 
 def first_image(root: Path, label: str = "COVID") -> Path:
@@ -93,34 +93,15 @@ def test_decompression_bomb_is_refused_before_decoding(tmp_path):
 
 
 def test_dicom_monochrome1_with_voi_lut_and_multiframe_refusal(tmp_path):
-    pydicom = pytest.importorskip("pydicom", reason="the [dicom] extra (pydicom) is not installed")
-    from pydicom.dataset import FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
-
-    def write(path: Path, pixels: np.ndarray, photometric: str, **extra) -> None:
-        meta = FileMetaDataset()
-        meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID = SecondaryCaptureImageStorage, generate_uid()
-        meta.TransferSyntaxUID = ExplicitVRLittleEndian
-        ds = pydicom.Dataset()
-        ds.file_meta = meta
-        ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
-        ds.Modality, ds.PhotometricInterpretation = "DX", photometric
-        ds.Rows, ds.Columns = pixels.shape[-2:]
-        ds.SamplesPerPixel, ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 1, 16, 12, 11, 0
-        for key, value in extra.items():
-            setattr(ds, key, value)
-        ds.PixelData = pixels.astype(np.uint16).tobytes()
-        ds.save_as(path, enforce_file_format=True)
-
     # a 12-bit gradient, dark to bright left to right in stored values, in MONOCHROME1: bright = low values
     stored = np.tile(np.linspace(0, 4095, 64), (32, 1)).astype(np.uint16)
-    write(tmp_path / "mono1.dcm", stored, "MONOCHROME1", WindowCenter=1024, WindowWidth=2048)
+    write_dicom(tmp_path / "mono1.dcm", stored, "MONOCHROME1", WindowCenter=1024, WindowWidth=2048)
     pixels = read_grayscale(tmp_path / "mono1.dcm")
     assert pixels.shape == (32, 64) and pixels.dtype == np.uint8
     assert pixels[:, 0].mean() > 250 and pixels[:, -1].mean() < 5  # inverted: low stored values shown bright
     # the window (0..2048) saturates everything above 2048: the right half is flat after windowing
     assert np.ptp(pixels[:, 40:]) == 0 and np.ptp(pixels[:, :28]) > 100
-    write(tmp_path / "cine.dcm", np.stack([stored, stored]), "MONOCHROME2", NumberOfFrames=2)
+    write_dicom(tmp_path / "cine.dcm", np.stack([stored, stored]), "MONOCHROME2", NumberOfFrames=2)
     with pytest.raises(CxrcamError, match="cine.dcm: it has 2 frames"):
         read_grayscale(tmp_path / "cine.dcm")
     assert load_image(tmp_path / "mono1.dcm", 16).shape == (16, 16)
