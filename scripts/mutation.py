@@ -6,7 +6,7 @@ module. A surviving mutant that changes nothing a caller can observe is listed, 
 tests/mutation_equivalents.txt and leaves the score's denominator. Exit code 1 when a module scores
 under --target.
 
-    python scripts/mutation.py                          # all core modules (about an hour on 2 cores)
+    python scripts/mutation.py                          # all core modules (2,200 mutants took 35 min on 2 cores)
     python scripts/mutation.py "cxrcam.evaluation.*"    # one package's mutants, then every module's row
     python scripts/mutation.py --no-run --survivors     # last results, with the mutants that survived
 """
@@ -27,9 +27,11 @@ MODULE_OF = re.compile(r"^(?P<module>.+?)\.x[_ǁ]")  # cxrcam.config.x_require__
 KILLED = {"killed", "timeout", "caught by type check"}
 
 
-def mutmut(*args: str) -> subprocess.CompletedProcess:
+def mutmut(*args: str, capture: bool = True) -> subprocess.CompletedProcess:
+    """mutmut from this interpreter's environment, run at the repository root."""
     executable = Path(sys.executable).with_name("mutmut")
-    return subprocess.run([str(executable), *args], cwd=ROOT, text=True, stdout=subprocess.PIPE, check=True)
+    return subprocess.run([str(executable), *args], cwd=ROOT, text=True, check=True,
+                          stdout=subprocess.PIPE if capture else None)
 
 
 def read_results(text: str) -> dict[str, str]:
@@ -50,20 +52,24 @@ def read_equivalents(path: Path) -> dict[str, str]:
     return equivalents
 
 
+def verdict(name: str, status: str, equivalents: dict[str, str]) -> str:
+    """killed, equivalent, not run or survived (survived, no tests, suspicious, segfault: no test noticed)."""
+    if status in KILLED:
+        return "killed"
+    if status == "survived" and name in equivalents:
+        return "equivalent"
+    if status in ("not checked", "skipped"):
+        return "not run"
+    return "survived"
+
+
 def module_rows(results: dict[str, str], equivalents: dict[str, str]) -> dict[str, Counter]:
     rows: dict[str, Counter] = defaultdict(Counter)
     for name, status in results.items():
         match = MODULE_OF.match(name)
         row = rows[match["module"] if match else name.rsplit(".", 1)[0]]
         row["mutants"] += 1
-        if status in KILLED:
-            row["killed"] += 1
-        elif status == "survived" and name in equivalents:
-            row["equivalent"] += 1
-        elif status in ("not checked", "skipped"):
-            row["not run"] += 1
-        else:  # survived, no tests, suspicious, segfault: a change no test noticed
-            row["survived"] += 1
+        row[verdict(name, status, equivalents)] += 1
     return rows
 
 
@@ -93,7 +99,7 @@ def main() -> int:
     args = parser.parse_args()
 
     if not args.no_run:
-        subprocess.run([str(Path(sys.executable).with_name("mutmut")), "run", *args.patterns], cwd=ROOT, check=True)
+        mutmut("run", *args.patterns, capture=False)
     results = read_results(mutmut("results", "--all", "true").stdout)
     equivalents = read_equivalents(EQUIVALENTS)
     for name in sorted(set(equivalents) - {n for n, s in results.items() if s == "survived"}):
@@ -101,7 +107,7 @@ def main() -> int:
     rows = module_rows(results, equivalents)
     if args.survivors:
         for name, status in sorted(results.items()):
-            if status not in KILLED and status not in ("not checked", "skipped") and name not in equivalents:
+            if verdict(name, status, equivalents) == "survived":
                 print(f"{status:>10}  {name}")
     print_table(rows)
     low = [m for m, row in rows.items() if (score(row) or 100.0) < args.target]
