@@ -22,18 +22,14 @@ from cxrcam.models import get_layer, model_from_checkpoint
 from cxrcam.reporting.overlays import overlay_rgb, resize_cam
 from cxrcam.training.checkpoint import load_checkpoint
 
-from conftest import TINY_CLASSES, compose_config, run_tiny
+from conftest import TINY_CLASSES, compose_config, train_tiny
 
 
 @pytest.fixture(scope="module")
 def checkpoints(tiny_synthetic, tmp_path_factory) -> list[Path]:
     """best.pt of a SimpleCNN and a ResNet50, 1 epoch at 32 px."""
-    paths = []
-    for name in ("simple_cnn", "resnet50"):
-        run_dir = tmp_path_factory.mktemp(name)
-        run_tiny(tiny_synthetic, run_dir, f"model={name}", "trainer.epochs=1")
-        paths.append(run_dir / "checkpoints" / "best.pt")
-    return paths
+    return [train_tiny(tiny_synthetic, tmp_path_factory.mktemp(name), f"model={name}")
+            for name in ("simple_cnn", "resnet50")]
 
 
 @pytest.mark.slow
