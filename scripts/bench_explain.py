@@ -10,20 +10,19 @@ img/s, the two ratios to inference, and the largest difference between the two s
 from __future__ import annotations
 
 import argparse
-import time
 
 import numpy as np
 import torch
+from bench_timing import batch_run, images_per_second
 from omegaconf import OmegaConf
 from pytorch_grad_cam import GradCAM
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
 from cxrcam.config import config_dir
-from cxrcam.data.dataset import build_transform, to_batch
+from cxrcam.data.batches import to_batch
 from cxrcam.data.synthetic import CLASSES, render_phantom
 from cxrcam.explanation.gradcam import FastGradCAM
 from cxrcam.models import MODEL_NAMES, build_model, get_layer
-
 
 
 def target_layer(name: str) -> str:
@@ -35,20 +34,7 @@ def phantom_batch(n: int, size: int) -> torch.Tensor:
     """Synthetic CXRs, preprocessed as in training (ImageNet normalisation)."""
     pixels = [(render_phantom(CLASSES[i % 4], np.random.default_rng([99, i]), size).image * 255).round()
               .astype(np.uint8) for i in range(n)]
-    return to_batch(pixels, build_transform([0.485, 0.456, 0.406], [0.229, 0.224, 0.225]))
-
-
-def images_per_second(runs: list, n_images: int, repeats: int) -> list[float]:
-    """Throughput of each run; the runs take turns, so a slow phase of the machine hits all alike."""
-    for run in runs:
-        run()  # warm-up
-    spent = [0.0] * len(runs)
-    for _ in range(repeats):
-        for i, run in enumerate(runs):
-            started = time.perf_counter()
-            run()
-            spent[i] += time.perf_counter() - started
-    return [n_images * repeats / seconds for seconds in spent]
+    return to_batch(pixels, {"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]})
 
 
 def bench_model(name: str, images: torch.Tensor, repeats: int) -> tuple[float, float, float, float]:
@@ -65,8 +51,8 @@ def bench_model(name: str, images: torch.Tensor, repeats: int) -> tuple[float, f
     fast = FastGradCAM(model, layer)
     wanted = [ClassifierOutputTarget(t) for t in targets]
     with GradCAM(model, [layer]) as reference:
-        rates = images_per_second([infer, lambda: fast(images, targets), lambda: reference(images, wanted)],
-                                  len(images), repeats)
+        runs = [infer, lambda: fast(images, targets), lambda: reference(images, wanted)]
+        rates = images_per_second([batch_run(run, len(images)) for run in runs], repeats, images.device)
         difference = float(np.abs(fast(images, targets)[0] - reference(images, wanted)).max())
     return *rates, difference
 

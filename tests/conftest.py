@@ -67,7 +67,7 @@ def train_tiny(root: Path, run_dir: Path, *extra: str) -> Path:
     return run_dir / "checkpoints" / "best.pt"
 
 
-RESUMED_CASE = ("trainer.epochs=3", "data.batch_size=2")  # 3 epochs of 10 steps: room to stop one midway
+RESUMED_CASE = ("trainer.epochs=3", "data.batch_size=2")  # 3 epochs of 8 steps: room to stop one midway
 
 
 @pytest.fixture(scope="session")

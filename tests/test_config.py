@@ -151,7 +151,7 @@ TRAIN_REFUSED = [
     ("trainer.epochs", 0, "trainer.epochs=0 must be a whole number >= 1"),
     ("trainer.epochs", 1.5, "trainer.epochs=1.5 must be a whole number >= 1"),
     ("data.batch_size", 0, "data.batch_size=0 must be a whole number >= 1"),
-    ("data.num_workers", -1, "data.num_workers=-1 must be a whole number >= 0"),
+    ("data.num_workers", -1, "data.num_workers=-1 must be a whole number >= 0 or auto"),
     ("data.image_size", 0, "data.image_size=0 must be a whole number >= 1"),
     ("data.image_size", 31, "data.image_size=31 is too small for resnet50: its layers shrink the input below one "
                             "pixel; use 32 or more (128+ for useful CAMs)"),

@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 
 from cxrcam.data.audit import global_intensity_baseline
-from cxrcam.data.dataset import CXRDataset, build_transform
+from cxrcam.data.dataset import CXRDataset
 from cxrcam.data import images
 from cxrcam.data.images import load_image
 from cxrcam.data.layout import discover_images, find_dataset_dir
@@ -103,16 +103,15 @@ def test_split_errors(tiny_synthetic, tmp_path):
         read_split(tmp_path / "split.csv", ["COVID", "Normal"])
 
 
-def test_dataset_yields_normalised_three_channel_tensors(tiny_synthetic):
+def test_dataset_yields_the_uint8_pixels_load_image_gives_whether_preloaded_or_not(tiny_synthetic):
     items = discover_images(tiny_synthetic, TINY_CLASSES)[:4]
-    transform = build_transform([0.5] * 3, [0.25] * 3)
-    lazy = CXRDataset([p for p, _ in items], [0, 1, 2, 3], 32, transform)
-    eager = CXRDataset([p for p, _ in items], [0, 1, 2, 3], 32, transform, preload=True)
+    lazy = CXRDataset([p for p, _ in items], [0, 1, 2, 3], 32)
+    eager = CXRDataset([p for p, _ in items], [0, 1, 2, 3], 32, preload=True)
     x, y = lazy[2]
-    pixels = torch.from_numpy(load_image(items[2][0], 32)).float()
-    assert x.shape == (3, 32, 32) and y == 2
-    assert torch.allclose(x, ((pixels / 255 - 0.5) / 0.25).expand(3, -1, -1), atol=1e-6)
-    assert (eager[2][0] == x).all()
+    assert x.dtype == torch.uint8 and x.shape == (1, 32, 32) and y == 2
+    assert torch.equal(x[0], torch.from_numpy(load_image(items[2][0], 32)))
+    assert lazy.pixels is None and eager.pixels.shape == (4, 1, 32, 32)
+    assert torch.equal(eager[2][0], x) and eager[2][1] == 2 and len(eager) == 4
 
 
 # --- synthetic phantoms ---------------------------------------------------------------------

@@ -14,7 +14,7 @@ from PIL import Image
 from pytorch_grad_cam import GradCAM
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
-from cxrcam.data.dataset import build_transform, to_batch
+from cxrcam.data.batches import to_batch
 from cxrcam.data.images import load_image
 from cxrcam.errors import CxrcamError
 from cxrcam.explain import explain
@@ -48,7 +48,7 @@ def test_test_split_gives_overlays_panels_predictions_and_raw_cams(checkpoints, 
     assert list(saved["paths"]) == [r["path"] for r in rows] and str(saved["layer"]) == "features.3"
     payload = load_checkpoint(checkpoints[0])
     model = model_from_checkpoint(payload).eval()
-    images = to_batch([load_image(p, 32) for p in saved["paths"]], build_transform(**payload["meta"]["normalization"]))
+    images = to_batch([load_image(p, 32) for p in saved["paths"]], payload["meta"]["normalization"])
     with GradCAM(model, [get_layer(model, "features.3")]) as reference:  # an independent implementation
         for c in range(4):  # cams[i, c]: image i's map for class c, in the checkpoint's class order
             expected = reference(images, [ClassifierOutputTarget(c)] * 4)

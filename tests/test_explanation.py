@@ -13,7 +13,7 @@ from pytorch_grad_cam import (AblationCAM, EigenCAM, GradCAM, GradCAMPlusPlus, H
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from torch import nn
 
-from cxrcam.data.dataset import build_transform
+from cxrcam.data.batches import to_batch
 from cxrcam.data.synthetic import CLASSES, render_phantom
 from cxrcam.errors import CxrcamError
 from cxrcam.explanation.gradcam import FastGradCAM, FastHiResCAM
@@ -28,10 +28,8 @@ LAYERS = {name: compose_config("train", f"model={name}")["model"]["target_layer"
 @pytest.fixture(scope="module")
 def images() -> torch.Tensor:
     """Three phantoms (COVID, Lung_Opacity, Normal), preprocessed as in training."""
-    transform = build_transform([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])
-    return torch.stack([transform(torch.from_numpy((render_phantom(label, np.random.default_rng(5), 64).image * 255)
-                                                   .round().astype(np.uint8))[None])
-                        for label in CLASSES[:3]])
+    return to_batch([(render_phantom(label, np.random.default_rng(5), 64).image * 255).round().astype(np.uint8)
+                     for label in CLASSES[:3]], {"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]})
 
 
 @pytest.mark.slow

@@ -247,6 +247,8 @@ def test_split_file_of_another_split_is_used_with_a_warning(trained, tiny_synthe
     ("data.augment.rotation=20", "data.augment.rotation"), ("data.augment.hflip=true", "data.augment.hflip"),
     ("model.dropout=0.1", "model.dropout"), ("trainer.class_balance=sampler", "trainer.class_balance"),
     ("data.image_size=48", "data.image_size"), ("data.val_fraction=0.3", "data.val_fraction"),
+    ("seed=9", "seed"),  # each epoch's order and augmentation are drawn from (seed, epoch)
+    ("trainer.sync_batchnorm=true", "trainer.sync_batchnorm"),
 ])
 def test_resume_refuses_any_override_that_changes_the_trajectory(trained, tiny_synthetic, tmp_path, override, key):
     cfg = tiny_config(tiny_synthetic, "trainer.epochs=1", f"resume={trained / 'checkpoints/last.pt'}", override)
@@ -258,8 +260,8 @@ def test_resume_refuses_any_override_that_changes_the_trajectory(trained, tiny_s
 @pytest.mark.slow
 def test_resume_may_change_where_the_data_is_and_how_fast_it_runs(trained, tiny_synthetic, tmp_path):
     copy = shutil.copytree(tiny_synthetic, tmp_path / "elsewhere")
-    cfg = tiny_config(copy, "trainer.epochs=2", "data.preload=false", "trainer.channels_last=false", "seed=9",
-                      f"resume={trained / 'checkpoints/last.pt'}")
+    cfg = tiny_config(copy, "trainer.epochs=2", "data.preload=false", "trainer.channels_last=false",
+                      "data.num_workers=auto", "trainer.dist_timeout_min=1", f"resume={trained / 'checkpoints/last.pt'}")
     report = train(cfg, tmp_path / "resumed")
     assert report["epochs"] == 2 and report["best_epoch"] in (1, 2)
 
@@ -386,7 +388,7 @@ def test_explain_with_nothing_to_explain_stops(trained, tmp_path):
     ("data.val_fraction=abc", "data.val_fraction='abc' must be a number in (0, 1)"),
     ("seed=abc", "seed='abc' must be a whole number >= 0"),
     ("model.dropout=2", "model.dropout=2 must be a number in [0, 1)"),
-    ("data.num_workers=-1", "data.num_workers=-1 must be a whole number >= 0"),
+    ("data.num_workers=-1", "data.num_workers=-1 must be a whole number >= 0 or auto"),
     ("data.image_size=8", "data.image_size=8 is too small for simple_cnn: its layers shrink the input below one "
                           "pixel; use 16 or more (128+ for useful CAMs)"),
     ("data.augment.translate=1.5", "data.augment.translate=1.5 must be a number in [0, 1)"),

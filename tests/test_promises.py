@@ -16,7 +16,7 @@ from torch import nn
 
 import cxrcam.train
 
-from cxrcam.data.dataset import build_transform, to_batch
+from cxrcam.data.batches import ModelInput, draw_augmentation, to_batch
 from cxrcam.data.images import load_image
 from cxrcam.data.layout import discover_images
 from cxrcam.data.split import stratified_split, write_split
@@ -35,7 +35,7 @@ def probabilities(checkpoint: Path, paths: list[str]) -> np.ndarray:
     """What a checkpoint predicts for images, computed here from its weights and metadata alone."""
     payload = load_checkpoint(checkpoint)
     meta = payload["meta"]
-    images = to_batch([load_image(p, meta["image_size"]) for p in paths], build_transform(**meta["normalization"]))
+    images = to_batch([load_image(p, meta["image_size"]) for p in paths], meta["normalization"])
     with torch.no_grad():
         return model_from_checkpoint(payload)(images).softmax(1).numpy()
 
@@ -143,16 +143,18 @@ def test_no_horizontal_flip_in_any_shipped_config(choice):
     assert compose_config("train", choice)["data"]["augment"]["hflip"] is False
 
 
-def test_the_training_transform_never_flips_unless_asked():
-    image = torch.zeros(1, 16, 16, dtype=torch.uint8)
-    image[:, :, :4] = 255  # bright on the image left only
+def test_the_training_augmentation_never_flips_unless_asked():
+    images = torch.zeros(30, 1, 16, 16, dtype=torch.uint8)
+    images[:, :, :, :4] = 255  # bright on the image left only
     still = {"rotation": 0, "translate": 0, "scale": 0, "brightness": 0, "contrast": 0}
-    plain = build_transform([0.5] * 3, [0.5] * 3)(image)
-    torch.manual_seed(0)
-    unflipped = [build_transform([0.5] * 3, [0.5] * 3, {**still, "hflip": False})(image) for _ in range(30)]
-    assert all(torch.equal(x, plain) for x in unflipped)
-    flipped = [build_transform([0.5] * 3, [0.5] * 3, {**still, "hflip": True})(image) for _ in range(30)]
-    assert any(torch.equal(x, plain.flip(-1)) for x in flipped) and any(torch.equal(x, plain) for x in flipped)
+    model_input = ModelInput([0.5] * 3, [0.5] * 3)
+    plain = model_input(images[:1])
+    generator = torch.Generator().manual_seed(0)
+    unflipped = model_input(images, draw_augmentation(30, {**still, "hflip": False}, generator))
+    same = lambda x, y: torch.allclose(x, y, atol=1e-5)  # noqa: E731  (resampling at identity is exact to float)
+    assert all(same(x, plain[0]) for x in unflipped)
+    flipped = model_input(images, draw_augmentation(30, {**still, "hflip": True}, generator))
+    assert any(same(x, plain[0].flip(-1)) for x in flipped) and any(same(x, plain[0]) for x in flipped)
 
 
 def test_a_sweeper_is_given_the_validation_score_never_the_test_score(monkeypatch):

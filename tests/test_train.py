@@ -16,11 +16,13 @@ from PIL import Image
 
 from cxrcam.cli import uncomposable_override, unknown_group_option
 from cxrcam.config import config_dir
-from cxrcam.data.dataset import build_transform
+from cxrcam.data.batches import to_batch
 from cxrcam.data.images import load_image
 from cxrcam.errors import CxrcamError
 from cxrcam.models import build_model, count_parameters
-from cxrcam.train import class_weights, make_loader, train
+from cxrcam.data.batches import epoch_plan
+from cxrcam.train import class_weights, make_batches, sampling_weights, train
+from cxrcam.training.distributed import Processes
 from cxrcam.training.metrics import classification_report
 
 from conftest import RESUMED_CASE, assert_same_training, compose_config, run_tiny, tiny_config, tiny_train_overrides
@@ -76,9 +78,8 @@ def test_checkpoint_is_weights_only_and_carries_what_explain_needs(tiny_syntheti
     model.load_state_dict(payload["state_dict"])
     with open(tmp_path / "test_predictions.csv") as f:
         first = next(csv.DictReader(f))
-    x = build_transform(**meta["normalization"])(torch.from_numpy(load_image(first["path"], 32)).unsqueeze(0))
     with torch.no_grad():
-        probs = model(x.unsqueeze(0)).softmax(1)[0]
+        probs = model(to_batch([load_image(first["path"], 32)], meta["normalization"])).softmax(1)[0]
     assert probs[0].item() == pytest.approx(float(first["p_COVID"]), abs=1e-5)
 
 
@@ -134,10 +135,12 @@ def test_the_balancing_sampler_draws_each_class_equally_often(tiny_synthetic):
     rows = [{"path": str(p), "label": "COVID", "split": "train"} for p in images["COVID"] + images["COVID"][:4]]
     rows += [{"path": str(p), "label": "Normal", "split": "train"} for p in images["Normal"][:3]]
     data = tiny_config(tiny_synthetic)["data"]
-    torch.manual_seed(0)
-    drawn = {mode: torch.cat([y for _ in range(40) for _, y in make_loader(rows, "train", ["COVID", "Normal"], data,
-                                                                           augment=True, class_balance=mode)])
-             for mode in ("sampler", "none")}
+    batches = make_batches(rows, "train", ["COVID", "Normal"], data, torch.device("cpu"), Processes())
+    drawn = {}
+    for mode in ("sampler", "none"):
+        weights = sampling_weights(batches, 2, mode)
+        plans = [epoch_plan(len(batches), 4, 0, epoch, None, weights=weights)[0] for epoch in range(1, 41)]
+        drawn[mode] = torch.cat([labels for plan in plans for _, labels, _ in batches(plan)])
     assert drawn["none"].float().mean().item() == pytest.approx(3 / 15)
     assert drawn["sampler"].numel() == 40 * 15
     assert drawn["sampler"].float().mean().item() == pytest.approx(0.5, abs=0.05)

@@ -23,8 +23,8 @@ from cxrcam.errors import CxrcamError
 from cxrcam.training import checkpoint, loop
 from cxrcam.training.checkpoint import (FORMAT_VERSION, build_metadata, checkpoint_paths, git_commit,
                                         load_checkpoint, save_checkpoint)
-from cxrcam.training.loop import (predict, restore_rng_state, rng_state, select_device,
-                                  train_one_epoch)
+from cxrcam.training.loop import (EpochState, predict, probabilities_and_loss, restore_rng_state, rng_state,
+                                  select_device, train_one_epoch)
 from cxrcam.training.metrics import classification_report, macro_auroc, quick_metrics
 
 # --- metrics --------------------------------------------------------------------------------
@@ -473,15 +473,26 @@ class Recorder(nn.Module):
 
 
 def _batches(sizes, seed=1):
+    """(images, labels, augmentation) as SplitBatches yields them; images already float, see _as_is."""
     g = torch.Generator().manual_seed(seed)
-    return [(torch.randn(n, 3, 2, 2, generator=g), torch.randint(0, 3, (n,), generator=g)) for n in sizes]
+    return [(torch.randn(n, 3, 2, 2, generator=g), torch.randint(0, 3, (n,), generator=g), None) for n in sizes]
+
+
+def _as_is(images, params=None):
+    """A ModelInput stand-in that passes the test's float images through."""
+    return images
+
+
+def _epoch(model, batches, optimizer, criterion=None, scheduler=None, **kwargs) -> EpochState:
+    return train_one_epoch(model, batches, len(batches), criterion or nn.CrossEntropyLoss(), optimizer, scheduler,
+                           _as_is, torch.device("cpu"), kwargs.pop("epoch", 1), **kwargs)
 
 
 def _reference_epoch(model, batches, lrs, autocast=False):
     """Plain SGD by hand: the loss of each batch before its step, then w -= lr * grad."""
     model = copy.deepcopy(model)
     losses = []
-    for (images, labels), lr in zip(batches, lrs):
+    for (images, labels, _), lr in zip(batches, lrs):
         with torch.autocast("cpu", dtype=torch.float16, enabled=autocast):
             loss = F.cross_entropy(model(images), labels)
         grads = torch.autograd.grad(loss, list(model.parameters()))
@@ -502,37 +513,57 @@ def test_train_one_epoch_returns_the_image_weighted_mean_loss_of_plain_sgd(sizes
     lrs = [0.5 * (0.5 ** i if with_scheduler else 1) for i in range(len(sizes))]
     losses, reference = _reference_epoch(model, batches, lrs)
 
-    mean = train_one_epoch(model, batches, nn.CrossEntropyLoss(), optimizer, scheduler, torch.device("cpu"), epoch=1)
-    assert mean == pytest.approx(sum(loss * n for loss, n in zip(losses, sizes)) / sum(sizes), rel=1e-6)
+    state = _epoch(model, batches, optimizer, scheduler=scheduler)
+    assert (state.step, state.images) == (len(sizes), sum(sizes))
+    assert state.mean_loss() == pytest.approx(sum(loss * n for loss, n in zip(losses, sizes)) / sum(sizes), rel=1e-6)
     for p, q in zip(model.parameters(), reference.parameters()):
         assert torch.allclose(p, q, atol=1e-6)
     assert model.calls[len(model.calls) - len(sizes):] == [(True, False)] * len(sizes)
     assert optimizer.param_groups[0]["lr"] == pytest.approx(0.5 * (0.5 ** len(sizes) if with_scheduler else 1))
 
 
-def test_train_one_epoch_shows_its_epoch_and_the_running_loss(capsys):
-    model, batches = Recorder(), _batches((3, 2))
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
-    mean = train_one_epoch(model, batches, nn.CrossEntropyLoss(), optimizer, None, torch.device("cpu"), epoch=7)
+def test_an_epoch_stopped_and_continued_equals_one_run_straight_through():
+    """What a stop signal mid-epoch relies on: the state after step 2 carries the rest exactly."""
+    batches = _batches((3, 1, 2, 2))
+    straight, parted = Recorder(), Recorder()
+    whole = _epoch(straight, batches, torch.optim.SGD(straight.parameters(), lr=0.5))
+    optimizer = torch.optim.SGD(parted.parameters(), lr=0.5)
+    first = _epoch(parted, batches, optimizer, stop_requested=lambda done: done == 2)
+    assert (first.step, first.images) == (2, 4)
+    rest = train_one_epoch(parted, batches[2:], 4, nn.CrossEntropyLoss(), optimizer, None, _as_is,
+                           torch.device("cpu"), 1, state=first)
+    assert (rest.step, rest.images) == (4, 8) and torch.equal(rest.loss_sum, whole.loss_sum)
+    assert first.loss_sum < whole.loss_sum  # the continued epoch did not add to the stopped state in place
+    for p, q in zip(straight.parameters(), parted.parameters()):
+        assert torch.equal(p, q)
+
+
+def test_train_one_epoch_shows_its_epoch_and_the_running_loss(capsys, monkeypatch):
+    monkeypatch.setattr("cxrcam.training.loop.REFRESH_EVERY", 2)
+    model, batches = Recorder(), _batches((3, 2, 2, 1, 2))
+    state = _epoch(model, batches, torch.optim.SGD(model.parameters(), lr=0.5), epoch=7)
     frames = [f for f in capsys.readouterr().err.split("\r") if f.strip()]
-    assert frames[0].startswith("epoch 7 train:   0%|") and frames[0].endswith("| 0/2 [00:00<?, ?batch/s]")
-    losses = [f.rsplit("loss=", 1)[1].rstrip("]") for f in frames if "batch/s, loss=" in f]
-    assert len(losses) == 2 and losses[-1] == f"{mean:.4f}"  # the running mean after each step
+    assert frames[0].startswith("epoch 7 train:   0%|") and frames[0].endswith("| 0/5 [00:00<?, ?batch/s]")
+    shown = list(dict.fromkeys(f.rsplit("loss=", 1)[1].rstrip("]") for f in frames if "batch/s, loss=" in f))
+    # read from the device every 2 steps and after the last: the running mean after steps 2, 4 and 5
+    losses, _ = _reference_epoch(Recorder(), batches, [0.5] * 5)
+    sizes = [len(labels) for _, labels, _ in batches]
+    running = [sum(loss * n for loss, n in zip(losses[:k], sizes)) / sum(sizes[:k]) for k in (2, 4, 5)]
+    assert shown == [f"{mean:.4f}" for mean in running] and shown[-1] == f"{state.mean_loss():.4f}"
 
 
 def test_train_one_epoch_of_no_batches_is_zero():
     model = Recorder()
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
-    assert train_one_epoch(model, [], nn.CrossEntropyLoss(), optimizer, None, torch.device("cpu"), epoch=1) == 0.0
+    state = _epoch(model, [], torch.optim.SGD(model.parameters(), lr=0.5))
+    assert (state.step, state.images, state.mean_loss()) == (0, 0, 0.0)
 
 
 def test_train_one_epoch_with_a_grad_scaler_runs_mixed_precision_sgd():
     model, batches = Recorder(), _batches((3, 2))
     optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
     losses, reference = _reference_epoch(model, batches, [0.5, 0.5], autocast=True)
-    mean = train_one_epoch(model, batches, nn.CrossEntropyLoss(), optimizer, None, torch.device("cpu"), epoch=1,
-                           scaler=torch.amp.GradScaler("cpu", init_scale=256.0))  # no float16 overflow here
-    assert mean == pytest.approx((3 * losses[0] + 2 * losses[1]) / 5, rel=1e-3)
+    state = _epoch(model, batches, optimizer, scaler=torch.amp.GradScaler("cpu", init_scale=256.0))  # no overflow
+    assert state.mean_loss() == pytest.approx((3 * losses[0] + 2 * losses[1]) / 5, rel=1e-3)
     for p, q in zip(model.parameters(), reference.parameters()):
         assert torch.allclose(p, q, atol=2e-3)
     # the first batch's loss was computed in float16: it differs from the float32 loss
@@ -541,73 +572,82 @@ def test_train_one_epoch_with_a_grad_scaler_runs_mixed_precision_sgd():
     assert losses[0] != fp32
 
 
-def test_train_one_epoch_feeds_channels_last_images_when_asked():
+def test_train_one_epoch_gives_the_model_what_model_input_makes_of_each_batch():
     model, batches = Recorder(), _batches((2, 2))
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
-    train_one_epoch(model, batches, nn.CrossEntropyLoss(), optimizer, None, torch.device("cpu"), epoch=1,
-                    channels_last=True)
-    assert model.calls == [(True, True), (True, True)]
-    model.calls.clear()
-    train_one_epoch(model, batches, nn.CrossEntropyLoss(), optimizer, None, torch.device("cpu"), epoch=1)
-    assert model.calls == [(True, False), (True, False)]
+    made = []
+
+    def model_input(images, params=None):
+        made.append(params)
+        return images.contiguous(memory_format=torch.channels_last)
+
+    batches = [(images, labels, f"augmentation {i}") for i, (images, labels, _) in enumerate(batches)]
+    train_one_epoch(model, batches, 2, nn.CrossEntropyLoss(), torch.optim.SGD(model.parameters(), lr=0.1), None,
+                    model_input, torch.device("cpu"), 1)
+    assert model.calls == [(True, True), (True, True)] and made == ["augmentation 0", "augmentation 1"]
 
 
 @pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf])
-def test_a_non_finite_loss_stops_the_epoch_at_its_step_before_updating(bad):
-    model, batches = Recorder(), _batches((2, 2, 2))
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
-    _, after_first = _reference_epoch(model, batches[:1], [0.5])
+@pytest.mark.parametrize("refresh", [1, 2, 25])
+def test_a_non_finite_loss_stops_the_epoch_naming_its_first_step(bad, refresh, monkeypatch):
+    """Checked when the loss is read (every REFRESH_EVERY steps and at the end); the step named is
+    the first bad one, even when later ones are bad too."""
+    monkeypatch.setattr("cxrcam.training.loop.REFRESH_EVERY", refresh)
+    model, batches = Recorder(), _batches((2, 2, 2, 2))
     calls = []
 
     def criterion(logits, labels):
         calls.append(len(calls))
         loss = F.cross_entropy(logits, labels)
-        return loss * bad if len(calls) == 2 else loss
+        return loss * bad if len(calls) >= 2 else loss
 
     with pytest.raises(CxrcamError) as info:
-        train_one_epoch(model, batches, criterion, optimizer, None, torch.device("cpu"), epoch=7)
+        _epoch(model, batches, torch.optim.SGD(model.parameters(), lr=0.5), criterion=criterion, epoch=7)
     assert str(info.value) == (f"loss became {bad} at epoch 7, step 1; lower optim.lr or check the data. "
                                "The last good checkpoint is kept")
-    assert calls == [0, 1]
-    for p, q in zip(model.parameters(), after_first.parameters()):
-        assert torch.allclose(p, q, atol=1e-6)
+    assert len(calls) == {1: 2, 2: 2, 25: 4}[refresh]
+
+
+def test_a_non_finite_loss_is_caught_before_a_stop_hands_back_its_state():
+    model, batches = Recorder(), _batches((2, 2, 2))
+    criterion = lambda logits, labels: F.cross_entropy(logits, labels) * math.nan  # noqa: E731
+    with pytest.raises(CxrcamError, match="loss became nan at epoch 1, step 0"):
+        _epoch(model, batches, torch.optim.SGD(model.parameters(), lr=0.5), criterion=criterion,
+               stop_requested=lambda done: True)
 
 
 @pytest.mark.parametrize("sizes", [(3, 1), (1,)])
-def test_predict_returns_softmax_labels_and_the_mean_cross_entropy(sizes):
+def test_predict_returns_float32_logits_and_labels_in_eval_mode(sizes):
     model, batches = Recorder(), _batches(sizes)
     model.train()
-    probs, labels, loss = predict(model, batches, torch.device("cpu"))
-    images = torch.cat([b[0] for b in batches])
-    targets = torch.cat([b[1] for b in batches])
+    logits, labels = predict(model, batches, len(batches), _as_is, torch.device("cpu"))
+    images, targets = torch.cat([b[0] for b in batches]), torch.cat([b[1] for b in batches])
     with torch.no_grad():
-        logits = model.linear(images.flatten(1))
-    assert isinstance(probs, np.ndarray) and isinstance(labels, np.ndarray)
-    np.testing.assert_allclose(probs, logits.softmax(1).numpy(), rtol=1e-6)
-    np.testing.assert_array_equal(labels, targets.numpy())
-    assert loss == pytest.approx(F.cross_entropy(logits, targets).item(), rel=1e-6)
+        expected = model.linear(images.flatten(1))
+    assert logits.dtype == torch.float32 and torch.allclose(logits, expected, atol=1e-6)
+    assert torch.equal(labels, targets)
     assert model.calls == [(False, False)] * len(sizes)  # eval mode (dropout and batch norm frozen)
 
 
-def test_predict_with_amp_computes_in_float16_and_channels_last_when_asked():
+def test_predict_with_amp_computes_in_float16():
     model, batches = Recorder(), _batches((3, 1))
-    probs, _, loss = predict(model, batches, torch.device("cpu"), channels_last=True, amp=True)
-    images, targets = torch.cat([b[0] for b in batches]), torch.cat([b[1] for b in batches])
+    logits, _ = predict(model, batches, 2, _as_is, torch.device("cpu"), amp=True)
+    images = torch.cat([b[0] for b in batches])
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.float16):
-        logits = model.linear(images.flatten(1))
-    assert logits.dtype == torch.float16
-    np.testing.assert_allclose(probs, logits.float().softmax(1).numpy(), rtol=1e-6)
-    assert probs.dtype == np.float32
-    assert loss == pytest.approx(F.cross_entropy(logits.float(), targets).item(), rel=1e-6)
-    assert model.calls == [(False, True), (False, True)]
-    fp32_probs, _, _ = predict(model, batches, torch.device("cpu"))
-    assert not np.array_equal(probs, fp32_probs)
+        half = model.linear(images.flatten(1))
+    assert half.dtype == torch.float16 and logits.dtype == torch.float32
+    assert torch.equal(logits, half.float())
 
 
-def test_to_device_keeps_values_and_sets_the_layout():
-    images = torch.randn(2, 3, 4, 4)
-    moved = loop._to_device(images, torch.device("cpu"), channels_last=True)
-    assert torch.equal(moved, images) and moved.is_contiguous(memory_format=torch.channels_last)
-    assert not moved.is_contiguous()
-    plain = loop._to_device(images, torch.device("cpu"), channels_last=False)
-    assert torch.equal(plain, images) and plain.is_contiguous()
+def test_predict_of_no_batches_is_empty():
+    logits, labels = predict(Recorder(), [], 0, _as_is, torch.device("cpu"))
+    assert logits.numel() == 0 and labels.numel() == 0
+
+
+def test_probabilities_and_loss_are_the_softmax_labels_and_mean_cross_entropy():
+    logits, labels = torch.tensor([[2.0, 0.0, -1.0], [0.5, 0.5, 3.0]]), torch.tensor([0, 1])
+    probs, as_numpy, loss = probabilities_and_loss(logits, labels)
+    np.testing.assert_allclose(probs, logits.softmax(1).numpy(), rtol=1e-6)
+    np.testing.assert_array_equal(as_numpy, [0, 1])
+    expected = -(np.log(probs[0, 0]) + np.log(probs[1, 1])) / 2
+    assert loss == pytest.approx(expected, rel=1e-6)
+    assert probabilities_and_loss(torch.zeros((0, 3)), torch.zeros(0, dtype=torch.long))[2] == 0.0

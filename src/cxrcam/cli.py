@@ -18,7 +18,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf, read_write
 from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
 
-from cxrcam.errors import CxrcamError, interrupt_raises
+from cxrcam.errors import CxrcamError, StoppedBySignal, interrupt_raises
 from cxrcam.rundir import claim_before_hydra, release_if_unused, try_claim
 
 T = TypeVar("T")
@@ -88,7 +88,8 @@ def run_stage(command: str, job: Callable[[dict, Path], T], cfg: DictConfig,
               after_interrupt: Callable[[Path], str]) -> T:
     """Run ``job(config, run dir)`` so that a user sees one line, never a traceback: a CxrcamError
     or an I/O error (a read-only dir, a full disk) gives exit code 2, Ctrl-C exit code 130 with
-    ``after_interrupt(run dir)`` saying what to do next."""
+    ``after_interrupt(run dir)`` saying what to do next, a stop signal the job saved its state for
+    128 + its number."""
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     try:
         try:
@@ -101,6 +102,9 @@ def run_stage(command: str, job: Callable[[dict, Path], T], cfg: DictConfig,
         exit_with_error(command, f"{exc.full_key} is not set; pass {exc.full_key}=<value>")
     except OmegaConfBaseException as exc:  # e.g. an interpolation ${...} that names no key
         exit_with_error(command, f"{exc.full_key}: {str(exc).splitlines()[0]}")
+    except StoppedBySignal as exc:
+        print(f"{command}: {exc}", file=sys.stderr)
+        sys.exit(128 + exc.signum)  # the shell's code for a process ended by that signal
     except CxrcamError as exc:
         exit_with_error(command, exc)
     except OSError as exc:

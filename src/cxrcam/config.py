@@ -35,10 +35,11 @@ def _is_number(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-def require_whole(key: str, value, minimum: int = 1) -> None:
-    """A count: 1.5 epochs or 'abc' images is a typo, not something to round."""
+def require_whole(key: str, value, minimum: int = 1, hint: str = "") -> None:
+    """A count: 1.5 epochs or 'abc' images is a typo, not something to round. ``hint`` names what
+    else the key accepts."""
     require(isinstance(value, int) and not isinstance(value, bool) and value >= minimum,
-            f"{key}={value!r} must be a whole number >= {minimum}")
+            f"{key}={value!r} must be a whole number >= {minimum}{hint}")
 
 
 def require_number(key: str, value, low: float | None = None, high: float | None = None,
@@ -77,7 +78,8 @@ def validate_train_config(cfg: dict) -> None:
     require_whole("seed", cfg["seed"], 0)
     require_whole("trainer.epochs", trainer["epochs"])
     require_whole("data.batch_size", data["batch_size"])
-    require_whole("data.num_workers", data["num_workers"], 0)
+    if data["num_workers"] != "auto":
+        require_whole("data.num_workers", data["num_workers"], 0, hint=" or auto")
     require_whole("data.image_size", data["image_size"])
     smallest = MIN_IMAGE_SIZE[model["name"]]
     require(data["image_size"] >= smallest, f"data.image_size={data['image_size']} is too small for {model['name']}: "
@@ -89,7 +91,8 @@ def validate_train_config(cfg: dict) -> None:
         require_whole("model.pooled_size", model["pooled_size"])
     require(isinstance(model["pretrained"], (bool, str)),
             f"model.pretrained={model['pretrained']!r} must be false, true or a path to a .pth file")
-    for key in ("amp", "channels_last"):
+    require_number("trainer.dist_timeout_min", trainer["dist_timeout_min"], 0, low_open=True)
+    for key in ("amp", "channels_last", "compile", "sync_batchnorm"):
         require_flag(f"trainer.{key}", trainer[key])
     require_flag("data.preload", data["preload"])
     if data["split_file"] is not None:

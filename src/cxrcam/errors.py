@@ -39,3 +39,12 @@ def interrupt_raises() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGINT, previous)
+
+
+class StoppedBySignal(CxrcamError):
+    """A run asked to stop (SIGTERM, or SLURM's warning before a time limit or preemption) that
+    saved where it was; entry points exit with 128 + the signal's number."""
+
+    def __init__(self, message: str, signum: int):
+        super().__init__(message)
+        self.signum = signum

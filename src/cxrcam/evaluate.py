@@ -30,12 +30,12 @@ from tqdm import tqdm
 
 from cxrcam.cli import exit_on_bad_arguments, run_over_files
 from cxrcam.config import config_dir, validate_evaluate_config
-from cxrcam.data.dataset import build_transform, to_batch
+from cxrcam.data.batches import to_batch
+from cxrcam.data.split import file_sha256, split_file_for, split_images
 from cxrcam.errors import CxrcamError
 from cxrcam.evaluation.anatomy import lung_aligned, single_lung_side
 from cxrcam.evaluation.attribution import CRITERIA
 from cxrcam.evaluation.faithfulness import confidence_change, road_scores
-from cxrcam.data.split import file_sha256, split_file_for, split_images
 from cxrcam.evaluation.samples import Sample, balanced_subset, load_samples
 from cxrcam.evaluation.sanity import cascading_randomisation
 from cxrcam.evaluation.scores import CHANCE, image_scores, lesion_reference, mean_zone_profiles, summarise
@@ -75,7 +75,6 @@ def evaluate_model(payload: dict, samples: list[Sample], method: str, layer_name
     started = time.perf_counter()
     model = model_from_checkpoint(payload).to(device)
     layer, grid = spatial_layer(model, layer_name, size)
-    transform = build_transform(**meta["normalization"])
     cam = make_cam(method, model, layer, cfg["cam"]["aug_smooth"], cfg["cam"]["eigen_smooth"])
     targets = [classes.index(s.label) for s in samples]
     settings = {"tolerance_px": cfg["localisation"]["pointing_tolerance"] * size,
@@ -86,7 +85,8 @@ def evaluate_model(payload: dict, samples: list[Sample], method: str, layer_name
     for start in tqdm(range(0, len(samples), step), desc=f"{method} of {meta['model_name']} at {layer_name}",
                       unit="batch"):
         batch = samples[start:start + step]
-        maps, logits = cam(to_batch([s.gray for s in batch], transform, device), targets[start:start + step])
+        images = to_batch([s.gray for s in batch], meta["normalization"], device)
+        maps, logits = cam(images, targets[start:start + step])
         probs.append(logits.float().softmax(1).cpu().numpy())
         cams.append(maps)
         records += [image_scores(m, s, {**settings, "criteria": cfg["patterns"].get(s.label, [])})
@@ -112,7 +112,7 @@ def evaluate_model(payload: dict, samples: list[Sample], method: str, layer_name
     }
     if with_checks:
         subset = balanced_subset(labels, cfg["faithfulness"]["n_images"], cfg["seed"])
-        images = to_batch([samples[i].gray for i in subset], transform, device)
+        images = to_batch([samples[i].gray for i in subset], meta["normalization"], device)
         subset_targets = [targets[i] for i in subset]
         road = road_scores(model, images, cams[subset], subset_targets, cfg["faithfulness"]["percentiles"],
                            cfg["seed"])
@@ -126,7 +126,8 @@ def evaluate_model(payload: dict, samples: list[Sample], method: str, layer_name
         result["sanity"] = cascading_randomisation(
             model, lambda m: make_cam(method, m, get_layer(m, layer_name), cfg["cam"]["aug_smooth"],
                                       cfg["cam"]["eigen_smooth"]),
-            to_batch([samples[i].gray for i in sanity_subset], transform, device), [targets[i] for i in sanity_subset],
+            to_batch([samples[i].gray for i in sanity_subset], meta["normalization"], device),
+            [targets[i] for i in sanity_subset],
             cfg["seed"])
     result["seconds"] = round(time.perf_counter() - started, 1)
     return result

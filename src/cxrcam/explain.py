@@ -21,7 +21,7 @@ from tqdm import tqdm
 
 from cxrcam.cli import exit_on_bad_arguments, run_over_files
 from cxrcam.config import config_dir, validate_explain_config
-from cxrcam.data.dataset import build_transform, to_batch
+from cxrcam.data.batches import to_batch
 from cxrcam.data.images import read_grayscale, resize_grayscale
 from cxrcam.data.layout import IMAGE_EXTENSIONS, images_under
 from cxrcam.data.split import split_file_for, split_images
@@ -93,7 +93,6 @@ def explain_checkpoint(payload: dict, at_layer: tuple[torch.nn.Module, str, torc
     model, layer_name, layer = at_layer
     model = model.to(device)
     cam = make_cam(cam_cfg["method"], model, layer, cam_cfg["aug_smooth"], cam_cfg["eigen_smooth"])
-    transform = build_transform(**meta["normalization"])
     for folder in ("overlays", "panels"):
         (out_dir / folder).mkdir(parents=True, exist_ok=True)
 
@@ -111,7 +110,7 @@ def explain_checkpoint(payload: dict, at_layer: tuple[torch.nn.Module, str, torc
                           original if cam_cfg["overlay_size"] == "original" else None))
         if not batch:
             continue
-        images = to_batch([gray for _, _, gray, _ in batch], transform, device)
+        images = to_batch([gray for _, _, gray, _ in batch], meta["normalization"], device)
         cams, logits = cam.per_class(images)  # (batch, classes, size, size)
         probs = logits.float().softmax(1).cpu().numpy()
         all_cams.append(cams.astype(np.float16))

@@ -10,8 +10,12 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import math
 import shutil
+import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import hydra
@@ -19,32 +23,39 @@ import numpy as np
 import torch
 from omegaconf import DictConfig
 from torch import nn
-from torch.utils.data import DataLoader, WeightedRandomSampler
+from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from cxrcam.cli import exit_on_bad_arguments, run_stage
 from cxrcam.config import config_dir, validate_train_config
-from cxrcam.data.dataset import CXRDataset, build_transform
+from cxrcam.data.batches import ModelInput, SplitBatches, auto_num_workers, epoch_plan, shard
+from cxrcam.data.dataset import CXRDataset
 from cxrcam.data.layout import discover_images
 from cxrcam.data.scan import unreadable_images
 from cxrcam.data.split import checkpoint_split_file, file_sha256, read_split, stratified_split, write_split
 from cxrcam.data.synthetic import ensure_synthetic
-from cxrcam.errors import CxrcamError
+from cxrcam.errors import CxrcamError, StoppedBySignal
 from cxrcam.models import build_model, count_parameters, spatial_layer
 from cxrcam.reporting.figures import plot_confusion_matrix, plot_roc, plot_training_curves
 from cxrcam.reporting.predictions import write_predictions
 from cxrcam.rundir import claim_run_dir
 from cxrcam.training.checkpoint import build_metadata, load_checkpoint, save_checkpoint
-from cxrcam.training.loop import predict, restore_rng_state, rng_state, select_device, train_one_epoch
+from cxrcam.training.distributed import (Processes, any_rank, barrier, broadcast, device_of, gather_objects,
+                                         gather_shards, processes_from_env, scratch_hydra_dirs, total)
+from cxrcam.training.distributed import start as start_processes
+from cxrcam.training.loop import (REFRESH_EVERY, EpochState, predict, probabilities_and_loss, restore_rng_state,
+                                  rng_state, select_device, train_one_epoch)
 from cxrcam.training.metrics import classification_report, quick_metrics
+from cxrcam.signals import StopSignals
 
 log = logging.getLogger("cxrcam.train")
 
 # settings a resumed run may change: where the data lives and how fast the run goes, not what it learns
 # (model.pretrained too: the weights come from the checkpoint)
-RESUME_MAY_CHANGE = ("resume", "seed", "paths.", "data.name", "data.root", "data.split_file", "data.synthetic",
+RESUME_MAY_CHANGE = ("resume", "paths.", "data.name", "data.root", "data.split_file", "data.synthetic",
                      "data.num_workers", "data.preload", "data.on_bad_image", "trainer.device", "trainer.amp",
-                     "trainer.channels_last", "model.pretrained", "demo_epochs.")
+                     "trainer.channels_last", "trainer.compile", "trainer.dist_timeout_min", "model.pretrained",
+                     "demo_epochs.")
 METRICS_FIELDS = ("epoch", "train_loss", "val_loss", "val_accuracy", "val_balanced_accuracy",
                   "val_macro_f1", "lr", "epoch_s", "wall_s")
 
@@ -89,20 +100,30 @@ def make_split(data: dict, seed: int, run_dir: Path, source: Path | None,
     return rows, skipped
 
 
-def make_loader(rows: list[dict], split: str, classes: list[str], data: dict, augment: bool,
-                class_balance: str = "none") -> DataLoader:
+def make_batches(rows: list[dict], split: str, classes: list[str], data: dict, device: torch.device,
+                 processes: Processes) -> SplitBatches:
     chosen = [r for r in rows if r["split"] == split]
-    labels = [classes.index(r["label"]) for r in chosen]
-    transform = build_transform(data["mean"], data["std"], data["augment"] if augment else None)
-    dataset = CXRDataset([r["path"] for r in chosen], labels, data["image_size"], transform,
-                         preload=data["preload"], desc=f"{split} split")
-    sampler = None
-    if class_balance == "sampler":
-        counts = np.bincount(labels, minlength=len(classes))
-        sampler = WeightedRandomSampler(torch.tensor(1.0 / counts[labels]), len(labels), replacement=True)
-    return DataLoader(dataset, batch_size=data["batch_size"], shuffle=augment and sampler is None,
-                      sampler=sampler, num_workers=data["num_workers"],
-                      persistent_workers=data["num_workers"] > 0)
+    dataset = CXRDataset([r["path"] for r in chosen], [classes.index(r["label"]) for r in chosen],
+                         data["image_size"], preload=data["preload"], desc=f"{split} split")
+    workers = data["num_workers"]
+    workers = auto_num_workers(processes.local_world) if workers == "auto" else workers
+    return SplitBatches(dataset, data["batch_size"], workers, pin_memory=device.type == "cuda")
+
+
+def sampling_weights(batches: SplitBatches, n_classes: int, class_balance: str) -> torch.Tensor | None:
+    """Per-image weights that draw each class equally often, for class_balance=sampler."""
+    if class_balance != "sampler":
+        return None
+    counts = torch.bincount(batches.labels, minlength=n_classes).double()
+    return 1.0 / counts[batches.labels]
+
+
+def predict_split(model: nn.Module, batches: SplitBatches, model_input: ModelInput, device: torch.device,
+                  amp: bool, processes: Processes, desc: str) -> tuple[np.ndarray, np.ndarray, float]:
+    """Probabilities, labels and mean loss over the whole split: each process predicts its shard."""
+    indices = shard(len(batches), processes.rank, processes.world)
+    logits, labels = predict(model, batches(indices), batches.steps(len(indices)), model_input, device, amp, desc)
+    return probabilities_and_loss(*gather_shards((logits, labels), processes))
 
 
 def class_weights(rows: list[dict], classes: list[str]) -> torch.Tensor:
@@ -111,9 +132,10 @@ def class_weights(rows: list[dict], classes: list[str]) -> torch.Tensor:
     return torch.tensor(counts.sum() / (len(classes) * counts), dtype=torch.float32)
 
 
-def make_optimizer(params, optim: dict, epochs: int, steps_per_epoch: int):
+def make_optimizer(params, optim: dict, epochs: int, steps_per_epoch: int, fused: bool = False):
+    """``fused`` (CUDA): one kernel per step, and with a GradScaler no host sync to check for inf."""
     kind = torch.optim.Adam if optim["name"] == "adam" else torch.optim.AdamW
-    optimizer = kind(params, lr=optim["lr"], weight_decay=optim["weight_decay"])
+    optimizer = kind(params, lr=optim["lr"], weight_decay=optim["weight_decay"], fused=fused or None)
     if optim["scheduler"] == "onecycle":
         scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=optim["lr"],
                                                         total_steps=epochs * steps_per_epoch)
@@ -141,13 +163,27 @@ def _flatten(tree: dict, prefix: str = "") -> dict:
     return flat
 
 
-def check_resumable(checkpoint: dict, cfg: dict) -> None:
+@contextmanager
+def out_of_memory_names_its_settings(data: dict, device: torch.device) -> Iterator[None]:
+    try:
+        yield
+    except torch.OutOfMemoryError:
+        raise CxrcamError(f"{device} ran out of memory with data.batch_size={data['batch_size']} (per process) at "
+                          f"data.image_size={data['image_size']}; lower data.batch_size (or the image size)") from None
+
+
+def check_resumable(checkpoint: dict, cfg: dict, processes: int = 1) -> None:
     """A resumed run continues the checkpoint's trajectory: every setting that shapes it (model,
     optimiser, schedule, batch, size, augmentation, split fractions, ...) must be the checkpoint's.
     Only where the data lives and how fast it runs may change; trainer.epochs only without a
     schedule that spans them."""
     if "training" not in checkpoint:
         raise CxrcamError(f"resume={cfg['resume']} holds no training state; resume from checkpoints/last.pt")
+    trained_by = checkpoint["training"].get("processes", 1)
+    if trained_by != processes:
+        raise CxrcamError(f"cannot resume with {processes} process(es): the checkpoint was trained by {trained_by}, "
+                          "and data.batch_size is per process, so the global batch would change; resume with "
+                          f"{trained_by}")
     trained, asked = _flatten(checkpoint["meta"]["config"]), _flatten(cfg)
     missing = object()
     for key in sorted(set(trained) | set(asked)):
@@ -166,16 +202,27 @@ def check_resumable(checkpoint: dict, cfg: dict) -> None:
 
 
 def train(cfg: dict, run_dir: Path) -> dict:
-    """Train, checkpoint and test one model; returns the test report (also in test_metrics.json)."""
+    """Train, checkpoint and test one model; returns the test report (also in test_metrics.json).
+
+    Under torchrun (or a SLURM job step of several tasks) every process runs this on its share of
+    each batch; only rank 0 writes the run dir, which is rank 0's."""
     validate_train_config(cfg)
     data, model_cfg, optim, trainer = cfg["data"], cfg["model"], cfg["optim"], cfg["trainer"]
     classes = list(data["classes"])
+    processes = processes_from_env()
+    device = device_of(processes, select_device(trainer["device"], key="trainer.device"))
+    start_processes(processes, device, trainer["dist_timeout_min"])
+    run_dir, main = broadcast(run_dir, processes), processes.is_main
+    if not main:
+        logging.getLogger("cxrcam").setLevel(logging.WARNING)
     torch.manual_seed(cfg["seed"])
-    device = select_device(trainer["device"], key="trainer.device")
-    channels_last = trainer["channels_last"]
+    torch.backends.cudnn.benchmark = device.type == "cuda"
+    if trainer["sync_batchnorm"] and processes.world > 1 and device.type != "cuda":
+        raise CxrcamError("trainer.sync_batchnorm=true needs CUDA GPUs (PyTorch's SyncBatchNorm has no CPU "
+                          "version); set trainer.sync_batchnorm=false")
     resume = load_checkpoint(cfg["resume"]) if cfg["resume"] else None
     if resume is not None:
-        check_resumable(resume, cfg)
+        check_resumable(resume, cfg, processes.world)
     # the model and the split file before any data, so that what does not fit stops the run early;
     # a resumed run's weights come from its checkpoint, not from model.pretrained
     model = build_model(model_cfg["name"], len(classes), data["image_size"], dropout=model_cfg["dropout"],
@@ -188,20 +235,32 @@ def train(cfg: dict, run_dir: Path) -> dict:
     elif resume is not None and file_sha256(split_source) != resume["meta"]["split"]["sha256"]:
         raise CxrcamError(f"data.split_file={split_source} is not the split the resumed checkpoint was trained on "
                           "(its sha256 differs); drop data.split_file or pass that run's own split.csv")
-    claim_run_dir(run_dir, "train", hint="set hydra.run.dir to a new folder (to continue a run: "
-                  "resume=<that run>/checkpoints/last.pt)")
+    if main:
+        claim_run_dir(run_dir, "train", hint="set hydra.run.dir to a new folder (to continue a run: "
+                      "resume=<that run>/checkpoints/last.pt)")
     checkpoint_dir = run_dir / "checkpoints"
-    log.info("run dir %s, device %s", run_dir, device)
+    global_batch = data["batch_size"] * processes.world
+    log.info("run dir %s, device %s, %d process(es) x batch %d = global batch %d", run_dir, device,
+             processes.world, data["batch_size"], global_batch)
 
-    # data
-    if data["synthetic"]:
-        ensure_synthetic(data["root"], **data["synthetic"])
-    rows, skipped = make_split(data, cfg["seed"], run_dir, split_source,
-                               resume["meta"]["split"]["sha256"] if resume is not None else None)
-    train_loader = make_loader(rows, "train", classes, data, augment=True,
-                               class_balance=trainer["class_balance"])
-    val_loader = make_loader(rows, "val", classes, data, augment=False)
-    model = model.to(device, memory_format=torch.channels_last if channels_last else torch.preserve_format)
+    # data: rank 0 makes the split, the others read it
+    if main:
+        if data["synthetic"]:
+            ensure_synthetic(data["root"], **data["synthetic"])
+        rows, skipped = make_split(data, cfg["seed"], run_dir, split_source,
+                                   resume["meta"]["split"]["sha256"] if resume is not None else None)
+    barrier(processes)
+    if not main:
+        rows, skipped = read_split(run_dir / "split.csv", classes, key="data.split_file"), []
+    train_batches, val_batches = (make_batches(rows, split, classes, data, device, processes)
+                                  for split in ("train", "val"))
+    balance = sampling_weights(train_batches, len(classes), trainer["class_balance"])
+    model_input = ModelInput(data["mean"], data["std"], trainer["channels_last"])
+    model = model.to(device, memory_format=torch.channels_last if trainer["channels_last"] else torch.preserve_format)
+    if trainer["sync_batchnorm"] and processes.world > 1:
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    fit_model = DistributedDataParallel(model) if processes.world > 1 else model
+    fit_model = torch.compile(fit_model) if trainer["compile"] else fit_model
     meta = build_metadata(model_cfg["name"], classes, data["image_size"], data["mean"], data["std"],
                           model_cfg["target_layer"], cfg, str(run_dir / "split.csv"),
                           file_sha256(run_dir / "split.csv"))
@@ -209,12 +268,14 @@ def train(cfg: dict, run_dir: Path) -> dict:
     # optimiser and loss
     weights = class_weights(rows, classes).to(device) if trainer["class_balance"] == "loss" else None
     criterion = nn.CrossEntropyLoss(weight=weights)
-    optimizer, scheduler = make_optimizer(model.parameters(), optim, trainer["epochs"], len(train_loader))
+    steps = train_batches.steps(math.ceil(len(train_batches) / processes.world))  # per epoch
+    optimizer, scheduler = make_optimizer(model.parameters(), optim, trainer["epochs"], steps,
+                                          fused=device.type == "cuda")
     use_amp = trainer["amp"] and device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda") if use_amp else None
 
-    # resume
-    start_epoch, best_f1, history = 1, -1.0, []
+    # resume: at the end of an epoch, or mid-epoch after a stop signal
+    start_epoch, best_f1, history, partial = 1, -1.0, [], None
     if resume is not None:
         state = resume["training"]
         model.load_state_dict(resume["state_dict"])
@@ -223,50 +284,100 @@ def train(cfg: dict, run_dir: Path) -> dict:
             scheduler.load_state_dict(state["scheduler"])
         if scaler is not None and state.get("scaler"):
             scaler.load_state_dict(state["scaler"])
-        restore_rng_state(state["rng"])
+        restore_rng_state(state["rng"][processes.rank] if isinstance(state["rng"], list) else state["rng"])
         start_epoch, best_f1, history = state["epoch"] + 1, state["best_val_macro_f1"], state["history"]
+        if state.get("partial_epoch"):
+            partial = state["partial_epoch"]
+            partial = EpochState(partial["step"], partial["loss_sum"].to(device), partial["images"])
         previous_best = Path(cfg["resume"]).with_name("best.pt")
         if not previous_best.is_file():
             raise CxrcamError(f"cannot resume: {previous_best} is missing; it must sit beside {cfg['resume']}")
-        checkpoint_dir.mkdir(exist_ok=True)
-        shutil.copy2(previous_best, checkpoint_dir / "best.pt")  # later epochs replace it if they beat it
-        log.info("resumed from %s at epoch %d", cfg["resume"], start_epoch)
+        if main:
+            checkpoint_dir.mkdir(exist_ok=True)
+            shutil.copy2(previous_best, checkpoint_dir / "best.pt")  # later epochs replace it if they beat it
+        log.info("resumed from %s at epoch %d%s", cfg["resume"], start_epoch,
+                 f", step {partial.step}" if partial else "")
 
-    # loop
-    wall = history[-1]["wall_s"] if history else 0.0
-    for epoch in tqdm(range(start_epoch, trainer["epochs"] + 1), desc=f"training {model_cfg['name']}",
-                      unit="epoch", initial=start_epoch - 1, total=trainer["epochs"]):
-        started = time.perf_counter()
-        train_loss = train_one_epoch(model, train_loader, criterion, optimizer, scheduler, device, epoch,
-                                     channels_last, scaler)
-        probs, labels, val_loss = predict(model, val_loader, device, channels_last, use_amp, desc="validate")
-        val = quick_metrics(labels, probs)
-        elapsed = time.perf_counter() - started
-        wall += elapsed
-        history.append({"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss,
-                        **{f"val_{k}": v for k, v in val.items()},
-                        "lr": optimizer.param_groups[0]["lr"], "epoch_s": elapsed, "wall_s": wall})
-        write_metrics_csv(history, run_dir / "metrics.csv")
-        log.info("epoch %d: train loss %.4f, val loss %.4f, val acc %.4f, balanced acc %.4f, macro-F1 %.4f",
-                 epoch, train_loss, val_loss, val["accuracy"], val["balanced_accuracy"], val["macro_f1"])
-        weights_cpu = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-        epoch_meta = {**meta, "epoch": epoch, "val_metrics": val}
-        if val["macro_f1"] > best_f1:
-            best_f1 = val["macro_f1"]
-            save_checkpoint({"state_dict": weights_cpu, "meta": epoch_meta}, checkpoint_dir / "best.pt")
-        save_checkpoint({"state_dict": weights_cpu, "meta": epoch_meta, "training": {
+    def save_last(epoch: int, epoch_meta: dict, partial_epoch: EpochState | None = None) -> None:
+        """last.pt: everything a resumed run needs to continue exactly (every rank's RNG state)."""
+        rngs = gather_objects(rng_state(), processes)
+        if not main:
+            return
+        save_checkpoint({"state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+                         "meta": epoch_meta, "training": {
             "epoch": epoch, "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict() if scheduler is not None else None,
             "scaler": scaler.state_dict() if scaler is not None else None,
-            "rng": rng_state(), "best_val_macro_f1": best_f1, "history": history,
+            "rng": rngs, "processes": processes.world, "best_val_macro_f1": best_f1, "history": history,
+            "partial_epoch": None if partial_epoch is None else {
+                "step": partial_epoch.step, "loss_sum": partial_epoch.loss_sum.cpu(), "images": partial_epoch.images},
         }}, checkpoint_dir / "last.pt")
 
+    def should_stop(step: int) -> bool:
+        """Every step alone; under DDP every REFRESH_EVERY steps, all ranks together."""
+        if processes.world == 1:
+            return stop_requested()
+        return step % REFRESH_EVERY == 0 and any_rank(stop_requested(), processes, device)
+
+    # loop
+    wall = history[-1]["wall_s"] if history else 0.0
+    stop_requested = StopSignals()
+    def stop(epoch: int, step: int) -> None:
+        """After a stop signal: last.pt is saved; the previous handler (submitit's requeue) or one line."""
+        if main:
+            log.warning("stopped by %s at epoch %d after step %d; checkpoints/last.pt continues from there",
+                        stop_requested.name, epoch, step)
+        stop_requested.hand_over()
+        raise StoppedBySignal(f"stopped by {stop_requested.name} at epoch {epoch} after step {step}; "
+                              f"{how_to_resume(run_dir)}", stop_requested.received)
+
+    with stop_requested, out_of_memory_names_its_settings(data, device):
+        for epoch in tqdm(range(start_epoch, trainer["epochs"] + 1), desc=f"training {model_cfg['name']}",
+                          unit="epoch", initial=start_epoch - 1, total=trainer["epochs"]):
+            if epoch > start_epoch and any_rank(stop_requested(), processes, device):  # came after the last step
+                stop(epoch - 1, steps)
+            started = time.perf_counter()
+            indices, augment = epoch_plan(len(train_batches), global_batch, cfg["seed"], epoch, data["augment"],
+                                          processes.rank, processes.world, balance)
+            state = train_one_epoch(fit_model, train_batches(indices, augment, partial.step if partial else 0),
+                                    steps, criterion, optimizer, scheduler, model_input, device, epoch, scaler,
+                                    partial, should_stop)
+            partial = None
+            if state.step < steps:
+                save_last(epoch - 1, {**meta, "epoch": epoch - 1}, state)
+                stop(epoch, state.step)
+            loss_sum, images = total(torch.stack([state.loss_sum.float(), torch.tensor(float(state.images),
+                                                                                          device=device)]),
+                                     processes).tolist()
+            train_loss = loss_sum / max(images, 1)
+            probs, labels, val_loss = predict_split(model, val_batches, model_input, device, use_amp, processes,
+                                                    "validate")
+            val = quick_metrics(labels, probs)
+            elapsed = time.perf_counter() - started
+            wall += elapsed
+            history.append({"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss,
+                            **{f"val_{k}": v for k, v in val.items()},
+                            "lr": optimizer.param_groups[0]["lr"], "epoch_s": elapsed, "wall_s": wall})
+            log.info("epoch %d: train loss %.4f, val loss %.4f, val acc %.4f, balanced acc %.4f, macro-F1 %.4f",
+                     epoch, train_loss, val_loss, val["accuracy"], val["balanced_accuracy"], val["macro_f1"])
+            epoch_meta = {**meta, "epoch": epoch, "val_metrics": val}
+            if val["macro_f1"] > best_f1:
+                best_f1 = val["macro_f1"]
+                if main:
+                    save_checkpoint({"state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+                                     "meta": epoch_meta}, checkpoint_dir / "best.pt")
+            if main:
+                write_metrics_csv(history, run_dir / "metrics.csv")
+            save_last(epoch, epoch_meta)
+
     # test, once, with the best checkpoint
+    barrier(processes)
     best = load_checkpoint(checkpoint_dir / "best.pt")
     model.load_state_dict(best["state_dict"])
     test_rows = [r for r in rows if r["split"] == "test"]
-    test_loader = make_loader(rows, "test", classes, data, augment=False)
-    probs, labels, _ = predict(model, test_loader, device, channels_last, use_amp, desc="test")
+    with out_of_memory_names_its_settings(data, device):
+        probs, labels, _ = predict_split(model, make_batches(rows, "test", classes, data, device, processes),
+                                         model_input, device, use_amp, processes, "test")
     report = {
         "model": model_cfg["name"],
         "best_epoch": best["meta"]["epoch"],
@@ -276,9 +387,14 @@ def train(cfg: dict, run_dir: Path) -> dict:
         "num_parameters": count_parameters(model),
         "image_size": data["image_size"],
         "device": str(device),
+        "processes": processes.world,
+        "batch_size_per_process": data["batch_size"],
+        "global_batch_size": global_batch,
         "skipped_images": skipped,
         **classification_report(labels, probs, classes),
     }
+    if not main:
+        return report
     (run_dir / "test_metrics.json").write_text(json.dumps(report, indent=2))
     write_predictions(run_dir / "test_predictions.csv",
                       [(r["path"], r["label"], p) for r, p in zip(test_rows, probs, strict=True)], classes)
@@ -310,4 +426,5 @@ def main(cfg: DictConfig) -> float:
 
 if __name__ == "__main__":
     exit_on_bad_arguments("cxrcam.train", config_dir(), "train")
+    sys.argv = scratch_hydra_dirs(sys.argv, processes_from_env())
     main()
