@@ -11,6 +11,7 @@ from typing import NoReturn, TypeVar
 
 from hydra import compose, initialize_config_dir
 from hydra._internal.utils import get_args_parser
+from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import ConfigCompositionException, OverrideParseException
@@ -23,7 +24,8 @@ from cxrcam.rundir import claim_before_hydra, release_if_unused, try_claim
 
 T = TypeVar("T")
 
-GROUP_CHOICE = re.compile(r"^(?P<group>[A-Za-z_]+)=(?P<options>[\w.,-]*)$")  # model=a,b; no sweep functions
+# model=a,b or hydra/launcher=slurm; no sweep functions
+GROUP_CHOICE = re.compile(r"^(?P<group>[A-Za-z_]+(?:/[A-Za-z_]+)*)=(?P<options>[\w.,-]*)$")
 
 
 def _names_config_dirs(argv: Sequence[str]) -> bool:
@@ -31,8 +33,17 @@ def _names_config_dirs(argv: Sequence[str]) -> bool:
     return any(arg.startswith(("--config-dir", "-cd", "--config-path", "-cp", "hydra.searchpath")) for arg in argv)
 
 
+def _group_options(group: str, config_dir: Path) -> list[str]:
+    """The options of a config group. A nested one (hydra/launcher) also has Hydra's and its plugins'
+    (basic, submitit_slurm), which only Hydra's config loader lists."""
+    if "/" not in group:
+        return sorted(p.stem for p in (config_dir / group).glob("*.yaml"))
+    with initialize_config_dir(version_base="1.3", config_dir=str(config_dir)):
+        return sorted(GlobalHydra.instance().config_loader().get_group_options(group))
+
+
 def unknown_group_option(argv: Sequence[str], config_dir: Path) -> str | None:
-    """Why a ``group=option`` argument names no config in ``config_dir/<group>/``, or None.
+    """Why a ``group=option`` argument names no config of that group, or None.
 
     Hydra's own message for this is a page with the search path; this is the one line before it.
     Arguments it cannot judge (sweep functions, a user's extra config dir) are left to Hydra."""
@@ -40,9 +51,9 @@ def unknown_group_option(argv: Sequence[str], config_dir: Path) -> str | None:
         return None
     for arg in argv:
         match = GROUP_CHOICE.match(arg)
-        if match is None or not (config_dir / match["group"]).is_dir():
+        known = _group_options(match["group"], config_dir) if match else []
+        if not known:  # a plain key=value, or no group Hydra knows: its own error says so
             continue
-        known = sorted(p.stem for p in (config_dir / match["group"]).glob("*.yaml"))
         for option in match["options"].split(","):
             if option not in known:
                 return f"{match['group']}={option} is not one of {known}"
