@@ -3,7 +3,9 @@ and a run dir of their own."""
 
 from __future__ import annotations
 
+import importlib.util
 import re
+import shutil
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -26,6 +28,7 @@ T = TypeVar("T")
 
 # model=a,b or hydra/launcher=slurm; no sweep functions
 GROUP_CHOICE = re.compile(r"^(?P<group>[A-Za-z_]+(?:/[A-Za-z_]+)*)=(?P<options>[\w.,-]*)$")
+LAUNCHER_PLUGIN = "hydra_plugins.hydra_submitit_launcher"  # what the [slurm] extra installs
 
 
 def _names_config_dirs(argv: Sequence[str]) -> bool:
@@ -60,6 +63,39 @@ def unknown_group_option(argv: Sequence[str], config_dir: Path) -> str | None:
     return None
 
 
+def _installed(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:  # its parent package is missing too (hydra_plugins comes with plugins only)
+        return False
+
+
+def unusable_launcher(argv: Sequence[str], config_dir: Path) -> str | None:
+    """Why a launcher of ours (``hydra/launcher=slurm`` or ``local``) cannot run this command, in one
+    line, or None. Without the plugin Hydra's message is a page; without -m Hydra ignores the launcher
+    and trains right here; without srun submitit stops with a traceback once the sweep dir is taken."""
+    try:
+        args = get_args_parser().parse_args(list(argv))
+    except SystemExit:  # a malformed Hydra flag: argparse has said so
+        return None
+    ours = [match["options"] for match in map(GROUP_CHOICE.match, args.overrides)
+            if match and match["group"] == "hydra/launcher"
+            and (config_dir / "hydra" / "launcher" / f"{match['options']}.yaml").is_file()]
+    if not ours:
+        return None
+    launcher = ours[-1]
+    if not _installed(LAUNCHER_PLUGIN):
+        return f"hydra/launcher={launcher} needs the submitit launcher plugin: pip install 'cxrcam[slurm]'"
+    if args.cfg or args.info or args.help or args.hydra_help or args.shell_completion:
+        return None
+    if not (args.multirun or "hydra.mode=MULTIRUN" in args.overrides):
+        return f"hydra/launcher={launcher} launches the jobs of a sweep: add -m (one run is a sweep of one)"
+    if launcher == "slurm" and shutil.which("srun") is None:
+        return ("hydra/launcher=slurm submits with SLURM's srun, which is not on PATH here: run it on the "
+                "cluster's login node (hydra/launcher=local runs the same jobs on this machine)")
+    return None
+
+
 def exit_with_error(command: str, message: object) -> NoReturn:
     """The one line every entry point prints for a user's error, and exit code 2."""
     print(f"{command}: error: {message}", file=sys.stderr)
@@ -88,9 +124,11 @@ def uncomposable_override(argv: Sequence[str], config_dir: Path, config_name: st
 
 
 def exit_on_bad_arguments(command: str, config_dir: Path, config_name: str) -> None:
-    """One line and exit code 2, before Hydra starts, for an unknown group option or key."""
-    reason = unknown_group_option(sys.argv[1:], config_dir) or uncomposable_override(sys.argv[1:], config_dir,
-                                                                                       config_name)
+    """One line and exit code 2, before Hydra starts, for an unknown group option or key, or a launcher
+    that cannot run here."""
+    argv = sys.argv[1:]
+    reason = (unknown_group_option(argv, config_dir) or unusable_launcher(argv, config_dir)
+              or uncomposable_override(argv, config_dir, config_name))
     if reason is not None:
         exit_with_error(command, reason)
 
