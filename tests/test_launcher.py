@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import csv
+import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from conftest import tiny_train_overrides
 
 from cxrcam.cli import LAUNCHER_PLUGIN, unusable_launcher
 from cxrcam.config import config_dir
+from cxrcam.rundir import CLAIM
 
 PIP_LINE = "needs the submitit launcher plugin: pip install 'cxrcam[slurm]'"
 NEEDS_SWEEP = "launches the jobs of a sweep: add -m (one run is a sweep of one)"
@@ -101,3 +105,28 @@ def test_the_slurm_launcher_off_a_cluster_stops_before_the_sweep_dir_is_made(tmp
                     PATH=str(tmp_path))  # no srun there
     assert result.returncode == 2 and result.stderr.strip() == f"cxrcam.train: error: {NO_SRUN}"
     assert not (tmp_path / "sweep").exists()
+
+
+@pytest.mark.child_process
+@pytest.mark.slow
+def test_a_sweep_through_submitit_writes_the_comparison_table_when_its_jobs_end(tiny_synthetic, tmp_path):
+    """Every job is a process of its own (submitit's local executor, the SLURM launcher's rehearsal):
+    the launching process claims the sweep dir, each job its subdir, and the table comes after the last."""
+    pytest.importorskip(LAUNCHER_PLUGIN, reason="the [slurm] extra is not installed")
+    sweep = tmp_path / "sweep"
+    models = ["resnet50", "densenet121", "simple_cnn"]
+    result = _train("-m", "hydra/launcher=local", f"hydra.sweep.dir={sweep}",
+                    *tiny_train_overrides(tiny_synthetic, f"model={','.join(models)}", "trainer.epochs=1"),
+                    cwd=tmp_path, OMP_NUM_THREADS="1")  # three jobs at once on the test machine's cores
+    assert result.returncode == 0, result.stderr[-2000:]
+    runs = [f"{n}_{model}" for n, model in enumerate(models)]
+    with open(sweep / "comparison.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [(r["run"], r["model"]) for r in rows] == list(zip(runs, models))
+    table = (sweep / "comparison.md").read_text()
+    for run, model in zip(runs, models):
+        assert f"| {run} | {model} |" in table
+        assert (sweep / run / "checkpoints" / "best.pt").is_file() and (sweep / run / "checkpoints" / "last.pt").is_file()
+    pids = [json.loads((d / CLAIM).read_text())["pid"] for d in (sweep, *(sweep / run for run in runs))]
+    assert len(set(pids)) == 4  # the launching process and three job processes
+    assert len(list((sweep / ".submitit").glob("*/*_0_log.out"))) == 3  # submitit's logs, one per job
