@@ -205,9 +205,20 @@ def test_unknown_group_option_is_one_line_naming_the_options(tmp_path):
     (["model=glob(*)", "split=test"], None),  # sweep functions and plain keys are Hydra's to judge
     (["--config-dir=/my/conf", "model=mine"], None),  # a user's own configs may add options
     (["-cp", "/my/conf", "model=mine"], None),
+    (["-m", "hydra/launcher=slurm"], None),  # a nested group: ours in conf/hydra/launcher/ ...
+    (["hydra/launcher=local", "hydra/launcher=basic"], None),  # ... and Hydra's own
+    (["hydra/job_logging=disabled"], None),
+    (["hydra/job_logging=nne"], "hydra/job_logging=nne is not one of ['default', 'disabled', 'none', 'stdout']"),
+    (["no/such_group=x"], None),  # Hydra's to judge
 ])
 def test_unknown_group_option_judges_only_what_it_can(argv, reason):
     assert unknown_group_option(argv, config_dir()) == reason
+
+
+def test_an_unknown_launcher_lists_ours_and_hydras():
+    """The plugin's own options (submitit_slurm, submitit_local) follow when the [slurm] extra is installed."""
+    reason = unknown_group_option(["-m", "hydra/launcher=slrum"], config_dir())
+    assert reason.startswith("hydra/launcher=slrum is not one of ['basic', 'local', 'slurm'")
 
 
 @pytest.mark.parametrize("argv, reason", [

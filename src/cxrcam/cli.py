@@ -3,7 +3,9 @@ and a run dir of their own."""
 
 from __future__ import annotations
 
+import importlib.util
 import re
+import shutil
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -11,6 +13,7 @@ from typing import NoReturn, TypeVar
 
 from hydra import compose, initialize_config_dir
 from hydra._internal.utils import get_args_parser
+from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import ConfigCompositionException, OverrideParseException
@@ -23,7 +26,9 @@ from cxrcam.rundir import claim_before_hydra, release_if_unused, try_claim
 
 T = TypeVar("T")
 
-GROUP_CHOICE = re.compile(r"^(?P<group>[A-Za-z_]+)=(?P<options>[\w.,-]*)$")  # model=a,b; no sweep functions
+# model=a,b or hydra/launcher=slurm; no sweep functions
+GROUP_CHOICE = re.compile(r"^(?P<group>[A-Za-z_]+(?:/[A-Za-z_]+)*)=(?P<options>[\w.,-]*)$")
+LAUNCHER_PLUGIN = "hydra_plugins.hydra_submitit_launcher"  # what the [slurm] extra installs
 
 
 def _names_config_dirs(argv: Sequence[str]) -> bool:
@@ -31,8 +36,17 @@ def _names_config_dirs(argv: Sequence[str]) -> bool:
     return any(arg.startswith(("--config-dir", "-cd", "--config-path", "-cp", "hydra.searchpath")) for arg in argv)
 
 
+def _group_options(group: str, config_dir: Path) -> list[str]:
+    """The options of a config group. A nested one (hydra/launcher) also has Hydra's and its plugins'
+    (basic, submitit_slurm), which only Hydra's config loader lists."""
+    if "/" not in group:
+        return sorted(p.stem for p in (config_dir / group).glob("*.yaml"))
+    with initialize_config_dir(version_base="1.3", config_dir=str(config_dir)):
+        return sorted(GlobalHydra.instance().config_loader().get_group_options(group))
+
+
 def unknown_group_option(argv: Sequence[str], config_dir: Path) -> str | None:
-    """Why a ``group=option`` argument names no config in ``config_dir/<group>/``, or None.
+    """Why a ``group=option`` argument names no config of that group, or None.
 
     Hydra's own message for this is a page with the search path; this is the one line before it.
     Arguments it cannot judge (sweep functions, a user's extra config dir) are left to Hydra."""
@@ -40,12 +54,45 @@ def unknown_group_option(argv: Sequence[str], config_dir: Path) -> str | None:
         return None
     for arg in argv:
         match = GROUP_CHOICE.match(arg)
-        if match is None or not (config_dir / match["group"]).is_dir():
+        known = _group_options(match["group"], config_dir) if match else []
+        if not known:  # a plain key=value, or no group Hydra knows: its own error says so
             continue
-        known = sorted(p.stem for p in (config_dir / match["group"]).glob("*.yaml"))
         for option in match["options"].split(","):
             if option not in known:
                 return f"{match['group']}={option} is not one of {known}"
+    return None
+
+
+def _installed(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:  # its parent package is missing too (hydra_plugins comes with plugins only)
+        return False
+
+
+def unusable_launcher(argv: Sequence[str], config_dir: Path) -> str | None:
+    """Why a launcher of ours (``hydra/launcher=slurm`` or ``local``) cannot run this command, in one
+    line, or None. Without the plugin Hydra's message is a page; without -m Hydra ignores the launcher
+    and trains right here; without srun submitit stops with a traceback once the sweep dir is taken."""
+    try:
+        args = get_args_parser().parse_args(list(argv))
+    except SystemExit:  # a malformed Hydra flag: argparse has said so
+        return None
+    ours = [match["options"] for match in map(GROUP_CHOICE.match, args.overrides)
+            if match and match["group"] == "hydra/launcher"
+            and (config_dir / "hydra" / "launcher" / f"{match['options']}.yaml").is_file()]
+    if not ours:
+        return None
+    launcher = ours[-1]
+    if not _installed(LAUNCHER_PLUGIN):
+        return f"hydra/launcher={launcher} needs the submitit launcher plugin: pip install 'cxrcam[slurm]'"
+    if args.cfg or args.info or args.help or args.hydra_help or args.shell_completion:
+        return None
+    if not (args.multirun or "hydra.mode=MULTIRUN" in args.overrides):
+        return f"hydra/launcher={launcher} launches the jobs of a sweep: add -m (one run is a sweep of one)"
+    if launcher == "slurm" and shutil.which("srun") is None:
+        return ("hydra/launcher=slurm submits with SLURM's srun, which is not on PATH here: run it on the "
+                "cluster's login node (hydra/launcher=local runs the same jobs on this machine)")
     return None
 
 
@@ -77,9 +124,11 @@ def uncomposable_override(argv: Sequence[str], config_dir: Path, config_name: st
 
 
 def exit_on_bad_arguments(command: str, config_dir: Path, config_name: str) -> None:
-    """One line and exit code 2, before Hydra starts, for an unknown group option or key."""
-    reason = unknown_group_option(sys.argv[1:], config_dir) or uncomposable_override(sys.argv[1:], config_dir,
-                                                                                       config_name)
+    """One line and exit code 2, before Hydra starts, for an unknown group option or key, or a launcher
+    that cannot run here."""
+    argv = sys.argv[1:]
+    reason = (unknown_group_option(argv, config_dir) or unusable_launcher(argv, config_dir)
+              or uncomposable_override(argv, config_dir, config_name))
     if reason is not None:
         exit_with_error(command, reason)
 
