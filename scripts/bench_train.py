@@ -28,7 +28,7 @@ from cxrcam.data.batches import ModelInput, SplitBatches, epoch_plan  # noqa: E4
 from cxrcam.data.dataset import CXRDataset  # noqa: E402
 from cxrcam.models import MODEL_NAMES, build_model  # noqa: E402
 from cxrcam.train import make_optimizer  # noqa: E402
-from cxrcam.training.loop import train_one_epoch  # noqa: E402
+from cxrcam.training.loop import train_one_epoch, tune_for  # noqa: E402
 
 MEAN, STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
 AUGMENT = {"rotation": 7, "translate": 0.05, "scale": 0.08, "brightness": 0.2, "contrast": 0.2, "hflip": False}
@@ -108,7 +108,7 @@ def main() -> None:
     steps = args.steps or (40 if device.type == "cuda" else 3)
     amp = args.amp and device.type == "cuda"
     torch.manual_seed(0)
-    torch.backends.cudnn.benchmark = device.type == "cuda"
+    tune_for(device)
     dataset = preloaded_images(steps * args.batch, args.size)
     print(f"{device}{f' ({torch.cuda.get_device_name(device)})' if device.type == 'cuda' else ''}, "
           f"{torch.get_num_threads()} threads, {args.size} px, batch {args.batch}, {steps} steps per run, "

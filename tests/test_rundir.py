@@ -53,7 +53,8 @@ def test_the_names_that_make_a_dir_taken():
 
 # --- try_claim -------------------------------------------------------------------------------------
 
-def test_a_claim_names_stage_process_host_start_and_this_process(tmp_path, fixed_clock):
+def test_a_claim_names_stage_process_host_start_and_this_process(tmp_path, fixed_clock, monkeypatch):
+    monkeypatch.setenv("SLURM_JOB_ID", "991")
     run_dir = tmp_path / "a" / "b" / "run"  # parents are made
     old_umask = os.umask(0o022)
     try:
@@ -61,7 +62,7 @@ def test_a_claim_names_stage_process_host_start_and_this_process(tmp_path, fixed
     finally:
         os.umask(old_umask)
     assert claim_of(run_dir) == {"stage": "evaluate", "pid": os.getpid(), "host": socket.gethostname(),
-                                 "started": STARTED, "token": rundir._PROCESS_TOKEN}
+                                 "started": STARTED, "token": rundir._PROCESS_TOKEN, "slurm_job": "991"}
     assert fixed_clock == ["%Y-%m-%d %H:%M:%S"]
     assert re.fullmatch("[0-9a-f]{32}", rundir._PROCESS_TOKEN)
     assert stat.S_IMODE((run_dir / CLAIM).stat().st_mode) == 0o644
@@ -197,7 +198,7 @@ def test_a_stage_claims_a_dir_holding_only_hydra_files(tmp_path, fixed_clock):
         (tmp_path / name).write_text("hydra")
     claim_run_dir(tmp_path, "evaluate")
     assert claim_of(tmp_path) == {"stage": "evaluate", "pid": os.getpid(), "host": socket.gethostname(),
-                                  "started": STARTED, "token": rundir._PROCESS_TOKEN}
+                                  "started": STARTED, "token": rundir._PROCESS_TOKEN, "slurm_job": None}
 
 
 def test_the_stage_after_the_entry_point_takes_its_claim_over_once(tmp_path):
@@ -278,3 +279,24 @@ def test_a_dir_without_a_claim_is_left_alone(tmp_path):
     release_if_unused(tmp_path)
     release_if_unused(tmp_path / "missing")
     assert [p.name for p in tmp_path.iterdir()] == ["train.log"]
+
+
+@pytest.mark.parametrize("job, restarts, claimed_by, expected", [
+    ("7", "1", "7", True), ("7", "3", "7", True),
+    ("7", "0", "7", False),  # the first run of the job: the dir is another run's
+    ("7", None, "7", False), ("8", "1", "7", False), (None, "1", None, False)])
+def test_only_a_requeue_of_the_claiming_slurm_job_may_take_its_dir_over(tmp_path, monkeypatch, job, restarts,
+                                                                          claimed_by, expected):
+    for key, value in (("SLURM_JOB_ID", claimed_by), ("SLURM_RESTART_COUNT", None)):
+        monkeypatch.delenv(key, raising=False) if value is None else monkeypatch.setenv(key, value)
+    assert rundir.try_claim(tmp_path / "run", "train") is None
+    for key, value in (("SLURM_JOB_ID", job), ("SLURM_RESTART_COUNT", restarts)):
+        monkeypatch.delenv(key, raising=False) if value is None else monkeypatch.setenv(key, value)
+    assert rundir.is_requeue_of_its_claimant(tmp_path / "run") is expected
+    if expected:
+        rundir.claim_run_dir(tmp_path / "run", "train")
+        assert json.loads((tmp_path / "run" / rundir.CLAIM).read_text())["slurm_job"] == job
+    else:
+        with pytest.raises(CxrcamError, match="holds a cxrcam.train run started"):
+            rundir.claim_run_dir(tmp_path / "run", "train")
+    assert rundir.is_requeue_of_its_claimant(tmp_path / "elsewhere") is False

@@ -225,3 +225,30 @@ def test_out_of_memory_names_the_batch_size_and_image_size(tiny_synthetic, tmp_p
         run_tiny(tiny_synthetic, tmp_path, "data.batch_size=4")
     assert str(info.value) == ("cpu ran out of memory with data.batch_size=4 (per process) at data.image_size=32; "
                                "lower data.batch_size (or the image size)")
+
+
+@pytest.mark.slow
+def test_a_requeued_slurm_job_takes_its_dir_back_and_continues_from_the_step_it_saved(tiny_synthetic, uninterrupted_run,
+                                                                                       tmp_path, monkeypatch):
+    """What submitit's requeue after SIGUSR2 amounts to: the same job id, SLURM_RESTART_COUNT=1, the
+    same run dir and config; no resume= given."""
+    class SignalledAtStep20(nn.CrossEntropyLoss):  # epoch 3, its 4th step
+        calls = 0
+
+        def forward(self, logits, labels):
+            SignalledAtStep20.calls += 1
+            if SignalledAtStep20.calls == 20:
+                os.kill(os.getpid(), signal.SIGUSR2)
+            return super().forward(logits, labels)
+
+    monkeypatch.setenv("SLURM_JOB_ID", "4242")
+    monkeypatch.delenv("SLURM_RESTART_COUNT", raising=False)
+    with monkeypatch.context() as during:
+        during.setattr("cxrcam.train.nn.CrossEntropyLoss", SignalledAtStep20)
+        with pytest.raises(StoppedBySignal, match="stopped by SIGUSR2 at epoch 3 after step 4"):
+            run_tiny(tiny_synthetic, tmp_path / "job", *RESUMED_CASE)
+    with pytest.raises(CxrcamError, match="holds a cxrcam.train run started"):  # not a requeue: refused
+        run_tiny(tiny_synthetic, tmp_path / "job", *RESUMED_CASE)
+    monkeypatch.setenv("SLURM_RESTART_COUNT", "1")
+    run_tiny(tiny_synthetic, tmp_path / "job", *RESUMED_CASE)
+    assert_same_training(tmp_path / "job", uninterrupted_run)

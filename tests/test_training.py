@@ -651,3 +651,10 @@ def test_probabilities_and_loss_are_the_softmax_labels_and_mean_cross_entropy():
     expected = -(np.log(probs[0, 0]) + np.log(probs[1, 1])) / 2
     assert loss == pytest.approx(expected, rel=1e-6)
     assert probabilities_and_loss(torch.zeros((0, 3)), torch.zeros(0, dtype=torch.long))[2] == 0.0
+
+
+@pytest.mark.parametrize("device, benchmark", [("cuda", True), ("cuda:1", True), ("cpu", False), ("mps", False)])
+def test_cudnn_times_its_algorithms_on_cuda_only(device, benchmark, monkeypatch):
+    monkeypatch.setattr(torch.backends.cudnn, "benchmark", not benchmark)
+    loop.tune_for(torch.device(device))
+    assert torch.backends.cudnn.benchmark is benchmark

@@ -68,8 +68,6 @@ def try_claim(run_dir: str | Path, stage: str, include_hydra: bool = True) -> st
     reason = _why_taken(run_dir, include_hydra)
     if reason is not None:
         return reason
-    claim = {"stage": stage, "pid": os.getpid(), "host": socket.gethostname(),
-             "started": time.strftime("%Y-%m-%d %H:%M:%S"), "token": _PROCESS_TOKEN}
     try:
         fd = os.open(run_dir / CLAIM, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
     except FileExistsError:
@@ -77,8 +75,27 @@ def try_claim(run_dir: str | Path, stage: str, include_hydra: bool = True) -> st
     except OSError as exc:
         raise CxrcamError(f"cannot write in run dir {run_dir}: {exc.strerror}; choose a writable hydra.run.dir") from None
     with os.fdopen(fd, "w") as f:
-        json.dump(claim, f)
+        json.dump(_claim(stage), f)
     return None
+
+
+def _claim(stage: str) -> dict:
+    return {"stage": stage, "pid": os.getpid(), "host": socket.gethostname(),
+            "started": time.strftime("%Y-%m-%d %H:%M:%S"), "token": _PROCESS_TOKEN,
+            "slurm_job": os.environ.get("SLURM_JOB_ID")}
+
+
+def is_requeue_of_its_claimant(run_dir: str | Path) -> bool:
+    """Whether this process is SLURM's requeue of the job that claimed ``run_dir`` (a preempted or
+    timed-out job that submitit requeued: the same SLURM_JOB_ID, SLURM_RESTART_COUNT >= 1). Such a
+    job runs again in the same dir and may take it over."""
+    job = os.environ.get("SLURM_JOB_ID")
+    if not job or int(os.environ.get("SLURM_RESTART_COUNT") or 0) < 1:
+        return False
+    try:
+        return json.loads((_absolute(run_dir) / CLAIM).read_text()).get("slurm_job") == job
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 def claim_before_hydra(run_dir: str | Path, stage: str) -> str | None:
@@ -96,6 +113,9 @@ def claim_run_dir(run_dir: str | Path, stage: str, hint: str = "set hydra.run.di
     run_dir = _absolute(run_dir)
     if run_dir in _handed_over:
         _handed_over.discard(run_dir)
+        return
+    if is_requeue_of_its_claimant(run_dir):
+        (run_dir / CLAIM).write_text(json.dumps(_claim(stage)))
         return
     reason = try_claim(run_dir, stage, include_hydra=False)
     if reason is not None:

@@ -38,13 +38,13 @@ from cxrcam.errors import CxrcamError, StoppedBySignal
 from cxrcam.models import build_model, count_parameters, spatial_layer
 from cxrcam.reporting.figures import plot_confusion_matrix, plot_roc, plot_training_curves
 from cxrcam.reporting.predictions import write_predictions
-from cxrcam.rundir import claim_run_dir
+from cxrcam.rundir import claim_run_dir, is_requeue_of_its_claimant
 from cxrcam.training.checkpoint import build_metadata, load_checkpoint, save_checkpoint
 from cxrcam.training.distributed import (Processes, any_rank, barrier, broadcast, device_of, gather_objects,
                                          gather_shards, processes_from_env, scratch_hydra_dirs, total)
 from cxrcam.training.distributed import start as start_processes
 from cxrcam.training.loop import (REFRESH_EVERY, EpochState, predict, probabilities_and_loss, restore_rng_state,
-                                  rng_state, select_device, train_one_epoch)
+                                  rng_state, select_device, train_one_epoch, tune_for)
 from cxrcam.training.metrics import classification_report, quick_metrics
 from cxrcam.signals import StopSignals
 
@@ -216,10 +216,14 @@ def train(cfg: dict, run_dir: Path) -> dict:
     if not main:
         logging.getLogger("cxrcam").setLevel(logging.WARNING)
     torch.manual_seed(cfg["seed"])
-    torch.backends.cudnn.benchmark = device.type == "cuda"
+    tune_for(device)
     if trainer["sync_batchnorm"] and processes.world > 1 and device.type != "cuda":
         raise CxrcamError("trainer.sync_batchnorm=true needs CUDA GPUs (PyTorch's SyncBatchNorm has no CPU "
                           "version); set trainer.sync_batchnorm=false")
+    requeued = run_dir / "checkpoints" / "last.pt"
+    if cfg["resume"] is None and broadcast(main and is_requeue_of_its_claimant(run_dir) and requeued.is_file(),
+                                           processes):
+        cfg = {**cfg, "resume": str(requeued)}  # SLURM requeued this job: it continues where it stopped
     resume = load_checkpoint(cfg["resume"]) if cfg["resume"] else None
     if resume is not None:
         check_resumable(resume, cfg, processes.world)
@@ -292,7 +296,7 @@ def train(cfg: dict, run_dir: Path) -> dict:
         previous_best = Path(cfg["resume"]).with_name("best.pt")
         if not previous_best.is_file():
             raise CxrcamError(f"cannot resume: {previous_best} is missing; it must sit beside {cfg['resume']}")
-        if main:
+        if main and previous_best.resolve() != (checkpoint_dir / "best.pt").resolve():  # not a requeue
             checkpoint_dir.mkdir(exist_ok=True)
             shutil.copy2(previous_best, checkpoint_dir / "best.pt")  # later epochs replace it if they beat it
         log.info("resumed from %s at epoch %d%s", cfg["resume"], start_epoch,

@@ -32,6 +32,13 @@ def select_device(name: str, key: str) -> torch.device:
     return torch.device("cpu")
 
 
+def tune_for(device: torch.device) -> None:
+    """On CUDA, let cuDNN time its convolution algorithms once for the fixed input size and keep the
+    fastest. (Here, not in cxrcam.train: submitit pickles the entry point's module by value, and
+    cloudpickle cannot pickle the torch.backends.cudnn module object.)"""
+    torch.backends.cudnn.benchmark = device.type == "cuda"
+
+
 def rng_state() -> dict:
     """The RNG state that training draws from (sampler order, augmentation, dropout)."""
     state = {"torch": torch.get_rng_state()}
