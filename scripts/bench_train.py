@@ -42,13 +42,14 @@ def preloaded_images(n: int, size: int) -> CXRDataset:
 
 
 def bench_model(name: str, dataset: CXRDataset, batch: int, steps: int, repeats: int, device: torch.device,
-                amp: bool, channels_last: bool) -> dict[str, float]:
+                amp: bool, channels_last: bool, compile_model: bool) -> dict[str, float]:
     size = dataset.image_size
     batches = SplitBatches(dataset, batch, pin_memory=device.type == "cuda")
     model_input = ModelInput(MEAN, STD, channels_last)
     model = build_model(name, 4, size).to(device, memory_format=torch.channels_last if channels_last
                                           else torch.preserve_format)
     optimizer, _ = make_optimizer(model.parameters(), OPTIM, 1, steps, fused=device.type == "cuda")
+    fit_model = torch.compile(model) if compile_model else model  # as trainer.compile=true does
     scaler = torch.amp.GradScaler("cuda") if amp else None
     criterion = nn.CrossEntropyLoss()
     epoch = iter(range(1, 10**9))
@@ -65,7 +66,7 @@ def bench_model(name: str, dataset: CXRDataset, batch: int, steps: int, repeats:
 
     def trainer() -> int:
         indices, params = plan()
-        state = train_one_epoch(model, batches(indices, params), steps, criterion, optimizer, None, model_input,
+        state = train_one_epoch(fit_model, batches(indices, params), steps, criterion, optimizer, None, model_input,
                                 device, 1, scaler)
         return state.images
 
@@ -78,7 +79,7 @@ def bench_model(name: str, dataset: CXRDataset, batch: int, steps: int, repeats:
         for _ in range(steps):
             optimizer.zero_grad(set_to_none=True)
             with torch.autocast(device.type, dtype=torch.float16, enabled=amp):
-                loss = criterion(model(images), labels)
+                loss = criterion(fit_model(images), labels)
             if scaler is not None:
                 scaler.scale(loss).backward()
                 scaler.step(optimizer)
@@ -102,6 +103,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, help="training steps per timed run (default: 3 on CPU, 40 on CUDA)")
     parser.add_argument("--repeats", type=int, default=3, help="timed runs of each kind, in turns, after a warm-up")
     parser.add_argument("--no-amp", dest="amp", action="store_false", help="float32 on CUDA (AMP is on by default)")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the model (trainer.compile=true); "
+                        "the warm-up run then includes the compilation")
     parser.add_argument("--json", type=Path, help="also write the numbers here")
     args = parser.parse_args()
     device = torch.device(args.device)
@@ -112,11 +115,13 @@ def main() -> None:
     dataset = preloaded_images(steps * args.batch, args.size)
     print(f"{device}{f' ({torch.cuda.get_device_name(device)})' if device.type == 'cuda' else ''}, "
           f"{torch.get_num_threads()} threads, {args.size} px, batch {args.batch}, {steps} steps per run, "
-          f"{args.repeats} interleaved runs after a warm-up, AMP {'on' if amp else 'off'}, channels_last")
+          f"{args.repeats} interleaved runs after a warm-up, AMP {'on' if amp else 'off'}, channels_last"
+          f"{', torch.compile' if args.compile else ''}")
     print(f"{'model':<12} {'loader img/s':>12} {'trainer img/s':>13} {'bare img/s':>10} {'trainer/bare':>12}")
     results = {}
     for name in args.models:
-        result = results[name] = bench_model(name, dataset, args.batch, steps, args.repeats, device, amp, True)
+        result = results[name] = bench_model(name, dataset, args.batch, steps, args.repeats, device, amp, True,
+                                                   args.compile)
         print(f"{name:<12} {result['loader_img_s']:>12.1f} {result['trainer_img_s']:>13.1f} "
               f"{result['bare_img_s']:>10.1f} {result['trainer_over_bare']:>12.2f}", flush=True)
     if args.json:

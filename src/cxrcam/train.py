@@ -290,9 +290,9 @@ def train(cfg: dict, run_dir: Path) -> dict:
             scaler.load_state_dict(state["scaler"])
         restore_rng_state(state["rng"][processes.rank] if isinstance(state["rng"], list) else state["rng"])
         start_epoch, best_f1, history = state["epoch"] + 1, state["best_val_macro_f1"], state["history"]
-        if state.get("partial_epoch"):
+        if state.get("partial_epoch"):  # its loss so far is the sum over all processes: rank 0 carries it
             partial = state["partial_epoch"]
-            partial = EpochState(partial["step"], partial["loss_sum"].to(device), partial["images"])
+            partial = EpochState(partial["step"], partial["loss_sum"].to(device) * main, partial["images"] * main)
         previous_best = Path(cfg["resume"]).with_name("best.pt")
         if not previous_best.is_file():
             raise CxrcamError(f"cannot resume: {previous_best} is missing; it must sit beside {cfg['resume']}")
@@ -305,6 +305,9 @@ def train(cfg: dict, run_dir: Path) -> dict:
     def save_last(epoch: int, epoch_meta: dict, partial_epoch: EpochState | None = None) -> None:
         """last.pt: everything a resumed run needs to continue exactly (every rank's RNG state)."""
         rngs = gather_objects(rng_state(), processes)
+        if partial_epoch is not None:
+            loss_sum, images = epoch_totals(partial_epoch)
+            partial_epoch = EpochState(partial_epoch.step, torch.tensor(loss_sum), int(images))
         if not main:
             return
         save_checkpoint({"state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
@@ -316,6 +319,12 @@ def train(cfg: dict, run_dir: Path) -> dict:
             "partial_epoch": None if partial_epoch is None else {
                 "step": partial_epoch.step, "loss_sum": partial_epoch.loss_sum.cpu(), "images": partial_epoch.images},
         }}, checkpoint_dir / "last.pt")
+
+    def epoch_totals(state: EpochState) -> tuple[float, float]:
+        """The summed loss and the images of the epoch so far, over all processes."""
+        both = torch.stack([state.loss_sum.float(), torch.tensor(float(state.images), device=device)])
+        loss_sum, images = total(both, processes).tolist()
+        return loss_sum, images
 
     def should_stop(step: int) -> bool:
         """Every step alone; under DDP every REFRESH_EVERY steps, all ranks together."""
@@ -350,9 +359,7 @@ def train(cfg: dict, run_dir: Path) -> dict:
             if state.step < steps:
                 save_last(epoch - 1, {**meta, "epoch": epoch - 1}, state)
                 stop(epoch, state.step)
-            loss_sum, images = total(torch.stack([state.loss_sum.float(), torch.tensor(float(state.images),
-                                                                                          device=device)]),
-                                     processes).tolist()
+            loss_sum, images = epoch_totals(state)
             train_loss = loss_sum / max(images, 1)
             probs, labels, val_loss = predict_split(model, val_batches, model_input, device, use_amp, processes,
                                                     "validate")

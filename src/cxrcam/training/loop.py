@@ -92,7 +92,6 @@ def train_one_epoch(model: nn.Module, batches, steps: int, criterion: nn.Module,
     loss_sum = state.loss_sum.to(device).clone()
     first_bad = torch.tensor([-1.0, 0.0], device=device)
     bar = tqdm(batches, desc=f"epoch {epoch} train", unit="batch", leave=False, initial=state.step, total=steps)
-    step = state.step
     for step, (images, labels, params) in enumerate(bar, start=state.step):
         images = model_input(images.to(device, non_blocking=True), params)
         labels = labels.to(device, non_blocking=True)
@@ -125,17 +124,17 @@ def train_one_epoch(model: nn.Module, batches, steps: int, criterion: nn.Module,
 @torch.no_grad()
 def predict(model: nn.Module, batches, steps: int, model_input, device: torch.device, amp: bool = False,
             desc: str = "predict") -> tuple[torch.Tensor, torch.Tensor]:
-    """Float32 logits and labels of every batch, on the CPU."""
+    """Float32 logits and labels of every batch, on the CPU (the logits leave the device once, at the end)."""
     model.eval()
     all_logits, all_labels = [], []
     for images, labels, _ in tqdm(batches, desc=desc, unit="batch", leave=False, total=steps):
         with torch.autocast(device.type, dtype=torch.float16, enabled=amp):
             logits = model(model_input(images.to(device, non_blocking=True))).float()
-        all_logits.append(logits.cpu())
+        all_logits.append(logits)
         all_labels.append(labels)
     if not all_logits:
         return torch.zeros((0, 0)), torch.zeros(0, dtype=torch.long)
-    return torch.cat(all_logits), torch.cat(all_labels)
+    return torch.cat(all_logits).cpu(), torch.cat(all_labels)
 
 
 def probabilities_and_loss(logits: torch.Tensor, labels: torch.Tensor) -> tuple[np.ndarray, np.ndarray, float]:
