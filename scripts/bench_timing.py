@@ -27,7 +27,7 @@ def images_per_second(runs: list[Callable[[], int]], repeats: int, device: torch
             images[i] += run()
             synchronize(device)
             spent[i] += time.perf_counter() - started
-    return [n / seconds for n, seconds in zip(images, spent)]
+    return [n / seconds for n, seconds in zip(images, spent, strict=True)]
 
 
 def batch_run(call: Callable[[], object], n_images: int) -> Callable[[], int]:

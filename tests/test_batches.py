@@ -97,7 +97,8 @@ def test_a_shift_by_whole_pixels_moves_the_image_and_fills_black(pixels):
     moved = augment(image.clone(), params)
     expected = torch.zeros_like(image)
     rows, cols = slice(max(-2 * pixels, 0), 16 + min(-2 * pixels, 0)), slice(max(pixels, 0), 16 + min(pixels, 0))
-    src_rows, src_cols = slice(max(2 * pixels, 0), 16 + min(2 * pixels, 0)), slice(max(-pixels, 0), 16 + min(-pixels, 0))
+    src_rows = slice(max(2 * pixels, 0), 16 + min(2 * pixels, 0))
+    src_cols = slice(max(-pixels, 0), 16 + min(-pixels, 0))
     expected[..., rows, cols] = image[..., src_rows, src_cols]
     assert torch.allclose(moved, expected, atol=1e-5)
 
@@ -143,7 +144,7 @@ def test_model_input_scales_and_normalises_into_three_channels():
     pixels = torch.randint(0, 256, (2, 1, 8, 8), dtype=torch.uint8)
     mean, std = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
     x = ModelInput(mean, std)(pixels)
-    expected = torch.stack([(pixels[:, 0].float() / 255 - m) / s for m, s in zip(mean, std)], dim=1)
+    expected = torch.stack([(pixels[:, 0].float() / 255 - m) / s for m, s in zip(mean, std, strict=True)], dim=1)
     assert x.shape == (2, 3, 8, 8) and x.dtype == torch.float32 and torch.allclose(x, expected, atol=1e-6)
     assert x.is_contiguous() and not ModelInput(mean, std, channels_last=False)(pixels).is_contiguous(
         memory_format=torch.channels_last)
@@ -236,7 +237,7 @@ def test_streamed_batches_equal_preloaded_ones(dataset_files, workers):
         order, params = epoch_plan(10, 4, 0, epoch + 1, AUGMENT)
         a, b = list(preloaded(order, params)), list(streamed(order, params))
         assert [len(labels) for _, labels, _ in a] == [4, 4, 2] and len(a) == len(b) == preloaded.steps(10)
-        for (x, y, p), (u, v, q) in zip(a, b):
+        for (x, y, p), (u, v, q) in zip(a, b, strict=True):
             assert torch.equal(x, u) and torch.equal(y, v) and torch.equal(p, q) and x.dtype == torch.uint8
         assert torch.equal(torch.cat([y for _, y, _ in a]), torch.tensor(labels)[order])
         assert torch.equal(torch.cat([p for _, _, p in a]), params)
@@ -249,6 +250,6 @@ def test_batches_can_start_at_a_later_step(dataset_files):
     order, params = epoch_plan(10, 4, 0, 1, AUGMENT)
     whole, rest = list(batches(order, params)), list(batches(order, params, start_step=1))
     assert len(rest) == 2
-    for (x, y, p), (u, v, q) in zip(whole[1:], rest):
+    for (x, y, p), (u, v, q) in zip(whole[1:], rest, strict=True):
         assert torch.equal(x, u) and torch.equal(y, v) and torch.equal(p, q)
     assert [p for _, _, p in batches(order)] == [None] * 3

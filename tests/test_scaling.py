@@ -292,7 +292,8 @@ def test_trainer_compile_compiles_the_model_it_trains(tiny_synthetic, tmp_path, 
 
 
 @pytest.mark.slow
-def test_a_compiled_model_trains_like_the_plain_one_and_saves_plain_weights(tiny_synthetic, uninterrupted_run, tmp_path):
+def test_a_compiled_model_trains_like_the_plain_one_and_saves_plain_weights(tiny_synthetic, uninterrupted_run,
+                                                                           tmp_path):
     """torch.compile's fused kernels round differently (0.2 % on the first epoch's loss here, Adam
     amplifying it later), no more; the checkpoint holds the model's own parameter names (no
     _orig_mod. prefix) for explain and evaluate."""

@@ -146,6 +146,10 @@ def make_optimizer(params, optim: dict, epochs: int, steps_per_epoch: int, fused
     return optimizer, scheduler
 
 
+def weights_on_cpu(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().cpu() for k, v in model.state_dict().items()}
+
+
 def write_metrics_csv(history: list[dict], path: Path) -> None:
     with open(path, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=METRICS_FIELDS)
@@ -310,8 +314,7 @@ def train(cfg: dict, run_dir: Path) -> dict:
             partial_epoch = EpochState(partial_epoch.step, torch.tensor(loss_sum), int(images))
         if not main:
             return
-        save_checkpoint({"state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-                         "meta": epoch_meta, "training": {
+        save_checkpoint({"state_dict": weights_on_cpu(model), "meta": epoch_meta, "training": {
             "epoch": epoch, "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict() if scheduler is not None else None,
             "scaler": scaler.state_dict() if scaler is not None else None,
@@ -326,6 +329,8 @@ def train(cfg: dict, run_dir: Path) -> dict:
         loss_sum, images = total(both, processes).tolist()
         return loss_sum, images
 
+    stop_requested = StopSignals()
+
     def should_stop(step: int) -> bool:
         """Every step alone; under DDP every REFRESH_EVERY steps, all ranks together."""
         if processes.world == 1:
@@ -333,8 +338,6 @@ def train(cfg: dict, run_dir: Path) -> dict:
         return step % REFRESH_EVERY == 0 and any_rank(stop_requested(), processes, device)
 
     # loop
-    wall = history[-1]["wall_s"] if history else 0.0
-    stop_requested = StopSignals()
     def stop(epoch: int, step: int) -> None:
         """After a stop signal: last.pt is saved; the previous handler (submitit's requeue) or one line."""
         if main:
@@ -344,6 +347,7 @@ def train(cfg: dict, run_dir: Path) -> dict:
         raise StoppedBySignal(f"stopped by {stop_requested.name} at epoch {epoch} after step {step}; "
                               f"{how_to_resume(run_dir)}", stop_requested.received)
 
+    wall = history[-1]["wall_s"] if history else 0.0
     with stop_requested, out_of_memory_names_its_settings(data, device):
         for epoch in tqdm(range(start_epoch, trainer["epochs"] + 1), desc=f"training {model_cfg['name']}",
                           unit="epoch", initial=start_epoch - 1, total=trainer["epochs"]):
@@ -375,8 +379,8 @@ def train(cfg: dict, run_dir: Path) -> dict:
             if val["macro_f1"] > best_f1:
                 best_f1 = val["macro_f1"]
                 if main:
-                    save_checkpoint({"state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-                                     "meta": epoch_meta}, checkpoint_dir / "best.pt")
+                    save_checkpoint({"state_dict": weights_on_cpu(model), "meta": epoch_meta},
+                                    checkpoint_dir / "best.pt")
             if main:
                 write_metrics_csv(history, run_dir / "metrics.csv")
             save_last(epoch, epoch_meta)
