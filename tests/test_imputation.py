@@ -99,13 +99,16 @@ def test_nothing_removed_returns_the_image_and_draws_no_noise():
     assert torch.equal(ours, img) and torch.equal(reference, img)
 
 
-def test_everything_removed_is_noise_around_zero_as_in_pytorch_grad_cam():
-    """No pixel is kept: the system has no data (it is singular), and pytorch-grad-cam's solution
-    of its zero right-hand side is 0, so both return pure noise."""
-    ours, reference = both(image(3, SHAPE), torch.zeros(SHAPE), noise=0.01)
+@pytest.mark.parametrize("shape", [SHAPE, (3, 3), (2, 5)])
+def test_everything_removed_is_noise_around_zero_as_in_pytorch_grad_cam(shape):
+    """No pixel is kept: the system has no data and is singular. pytorch-grad-cam's LU solves its
+    zero right-hand side to 0 (on a 1 x 1 image it finds the exact singularity and returns NaN);
+    ours, whose symmetric LU stops at an exactly zero pivot on 3 x 3 and 2 x 5, returns 0 too. Both
+    add the noise."""
+    ours, reference = both(image(3, shape), torch.zeros(shape), noise=0.01)
     assert torch.equal(ours, reference)
     torch.manual_seed(7)
-    assert torch.equal(ours, 0.01 * torch.randn(3, *SHAPE))
+    assert torch.equal(ours, 0.01 * torch.randn(3, *shape))
 
 
 def test_one_removed_pixel_is_its_neighbours_weighted_mean_by_hand():

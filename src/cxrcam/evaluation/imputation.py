@@ -63,7 +63,7 @@ def noisy_linear_imputation(image: torch.Tensor, mask: torch.Tensor, noise: floa
     pytorch-grad-cam's, the imputation is then 0 plus noise."""
     removed = (mask == 0).numpy()
     a, b = linear_system(removed, image.numpy())
-    x = solve(a, b) if len(b) and not removed.all() else np.zeros_like(b)
+    x = np.zeros_like(b) if removed.all() else solve(a, b)
     filled = torch.tensor(x.T, dtype=torch.float).contiguous()  # (C, pixels): pgc's noise is drawn in this order
     out = image.reshape(image.shape[0], -1).clone()
     out[:, torch.from_numpy(np.flatnonzero(removed))] = filled + noise * torch.randn(filled.shape)
