@@ -61,10 +61,11 @@ def noisy_linear_imputation(image: torch.Tensor, mask: torch.Tensor, noise: floa
     pytorch-grad-cam's NoisyLinearImputer(noise)(image, mask) to rounding, drawing the same noise
     from torch's global RNG. With no pixel kept the system has no data (and is singular): like
     pytorch-grad-cam's, the imputation is then 0 plus noise."""
-    removed = (mask == 0).numpy()
-    a, b = linear_system(removed, image.numpy())
+    pixels = image.numpy()
+    removed = mask.numpy() == 0
+    a, b = linear_system(removed, pixels)
     x = np.zeros_like(b) if removed.all() else solve(a, b)
-    filled = torch.tensor(x.T, dtype=torch.float).contiguous()  # (C, pixels): pgc's noise is drawn in this order
-    out = image.reshape(image.shape[0], -1).clone()
-    out[:, torch.from_numpy(np.flatnonzero(removed))] = filled + noise * torch.randn(filled.shape)
-    return out.reshape_as(image)
+    filled = x.T.astype(np.float32)  # (C, removed pixels), float32 as in pgc, whose noise is drawn in this order
+    out = pixels.reshape(pixels.shape[0], -1).copy()  # NumPy: torch's thread pool costs more than these small ops
+    out[:, removed.reshape(-1)] = filled + noise * torch.randn(filled.shape).numpy()
+    return torch.from_numpy(out).reshape_as(image)
