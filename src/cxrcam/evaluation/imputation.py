@@ -6,7 +6,7 @@ pytorch-grad-cam fills that system in a LIL matrix and solves it with spsolve's 
 (COLAMD ordering, partial pivoting). Here it is built in one call from index arrays, and as it is
 symmetric (a neighbour's weight is its opposite's) and diagonally dominant, SuperLU factorises it
 once for all channels in symmetric mode (minimum degree ordering of A + Aᵀ, no pivoting): the same
-solution to rounding, several times faster at 224 px.
+solution to rounding, 2.6x faster at 224 px (README, Evaluating).
 """
 
 from __future__ import annotations
