@@ -28,7 +28,7 @@ from cxrcam.data.split import split_file_for, split_images
 from cxrcam.errors import CxrcamError
 from cxrcam.explanation.methods import make_cam
 from cxrcam.models import model_from_checkpoint, spatial_layer
-from cxrcam.reporting.overlays import plot_class_panel, plot_model_comparison, resize_cam, save_overlay
+from cxrcam.reporting.overlays import plot_model_comparison, resize_cam, save_class_panel, save_overlay
 from cxrcam.reporting.predictions import write_predictions
 from cxrcam.rundir import claim_run_dir
 from cxrcam.training.checkpoint import checkpoint_paths, load_checkpoint
@@ -118,7 +118,7 @@ def explain_checkpoint(payload: dict, at_layer: tuple[torch.nn.Module, str, torc
             predicted = int(p.argmax())
             stem = f"{len(results):04d}_{Path(path).stem}"
             title = f"{Path(path).name}: true {label or '?'}, predicted {classes[predicted]} ({meta['model_name']})"
-            plot_class_panel(gray, c, p, classes, out_dir / "panels" / f"{stem}.png", title,
+            save_class_panel(gray, c, p, classes, out_dir / "panels" / f"{stem}.png", title,
                              cam_cfg["colormap"], cam_cfg["alpha"])
             for k in cam_targets(cam_cfg["target"], classes, predicted, label):
                 write_overlay(gray, original, c[k], out_dir / "overlays" / f"{stem}_{classes[k]}.png", cam_cfg)
