@@ -17,6 +17,7 @@ from cxrcam.reporting.overlays import (
     ellipsized,
     fitting_size,
     font,
+    line_height,
     overlay_rgb,
     panel_captions,
     panel_layout,
@@ -55,10 +56,10 @@ def test_saved_overlay_holds_the_overlay_pixels(tmp_path):
 
 
 def hot_corner_panel(probs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """A flat 32 px image, and CAMs of which only Lung_Opacity's is hot, in the top-left quarter."""
+    """A flat 32 px image, and CAMs of which only COVID's is hot, in the top-left quarter."""
     gray = np.full((32, 32), 120, np.uint8)
     cams = np.zeros((3, 32, 32), np.float32)
-    cams[1, :16, :16] = 1
+    cams[0, :16, :16] = 1
     panel = np.asarray(class_panel(gray, cams, probs, CLASSES, "x.png: true COVID", "jet", 0.45))
     return gray, cams, panel
 
@@ -87,17 +88,24 @@ def test_panel_tiles_are_the_input_then_each_class_overlay_in_order():
     assert all(np.array_equal(tile, want) for tile, want in zip(tiles, expected, strict=True))
     assert np.array_equal(tiles[0][..., 0], np.full((TILE, TILE), 120))  # the input, gray
     red = [tile[:TILE // 4, :TILE // 4, 0].mean() - tile[-TILE // 4:, -TILE // 4:, 0].mean() for tile in tiles[1:]]
-    assert red[1] > 40 and abs(red[0]) < 1 and abs(red[2]) < 1  # only Lung_Opacity's tile is hot, top left
+    assert red[0] > 40 and abs(red[1]) < 1 and abs(red[2]) < 1  # only COVID's tile is hot, top left
 
 
-def test_panel_captions_are_drawn_above_each_tile():
-    probs = np.array([0.2, 0.1, 0.7])
+def caption_ink(probs: np.ndarray, line: int) -> list[int]:
+    """Dark pixels per tile in caption line ``line`` (0 or 1) above the tiles."""
     _, _, panel = hot_corner_panel(probs)
     layout = panel_layout("x.png: true COVID", panel_captions(probs, CLASSES), TILE)
-    band = panel[layout["tiles_top"] - 2 * layout["caption_px"] - 12:layout["tiles_top"] - 6]
-    ink = [(band[:, left:left + TILE] < 100).all(axis=2).sum() for left in layout["tile_left"]]
-    assert all(n > 20 for n in ink)
-    assert ink[3] > ink[1]  # "Normal / p=0.70 (predicted)" in bold outweighs "COVID / p=0.20"
+    bottom = layout["tiles_top"] - 6 - (1 - line) * line_height(layout["caption_px"])
+    band = panel[bottom - line_height(layout["caption_px"]):bottom]
+    return [int((band[:, left:left + TILE] < 100).all(axis=2).sum()) for left in layout["tile_left"]]
+
+
+def test_panel_captions_are_drawn_above_each_tile_the_predicted_one_bold():
+    first = caption_ink(np.array([0.2, 0.1, 0.7]), 0)
+    assert all(n > 20 for n in first)  # "input", then the class names
+    assert all(n > 20 for n in caption_ink(np.array([0.2, 0.1, 0.7]), 1)[1:])  # the probabilities
+    bold = caption_ink(np.array([0.7, 0.1, 0.2]), 0)  # the same words; COVID's now in bold
+    assert bold[1] > 1.2 * first[1] and bold[3] < first[3] / 1.2
 
 
 def test_long_text_shrinks_then_ends_in_an_ellipsis():
