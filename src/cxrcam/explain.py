@@ -11,6 +11,7 @@ checkpoints written by ``cxrcam.train``.
 from __future__ import annotations
 
 import logging
+import os
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
@@ -24,7 +25,7 @@ from cxrcam.cli import exit_on_bad_arguments, run_over_files
 from cxrcam.config import config_dir, validate_explain_config
 from cxrcam.data.batches import to_batch
 from cxrcam.data.images import read_grayscale, resize_grayscale
-from cxrcam.data.layout import IMAGE_EXTENSIONS, images_under
+from cxrcam.data.layout import IMAGE_EXTENSIONS, IMAGES_FOLDER, images_under
 from cxrcam.data.split import split_file_for, split_images
 from cxrcam.errors import CxrcamError
 from cxrcam.explanation.methods import make_cam
@@ -43,23 +44,31 @@ PNG_WRITERS = 2  # threads drawing and writing the PNGs while the next batch is 
 
 def select_samples(cfg: dict, payload: dict) -> list[tuple[str, str | None]]:
     """(path, true label or None): the given file or folder, or per_class images of the checkpoint's
-    own split (verified by its sha256) or of split_file=."""
+    own split (verified by its sha256) or of split_file=. A file's label is known when it lies in
+    the class layout (:func:`layout_label`)."""
     if cfg["image"]:
-        image = Path(cfg["image"])
+        image, classes = Path(cfg["image"]), payload["meta"]["class_names"]
         if image.is_dir():
-            found = [(str(p), None) for p in images_under(image)]
+            found = [(str(p), layout_label(p, classes)) for p in images_under(image)]
             if not found:
                 raise CxrcamError(f"image={image} holds no image file ({', '.join(sorted(IMAGE_EXTENSIONS))}); "
                                   "nothing to explain")
             return found
         if image.is_file():
-            return [(str(image), None)]
+            return [(str(image), layout_label(image, classes))]
         raise CxrcamError(f"image={image} does not exist; pass an image file or a folder")
     if cfg["split"]:  # the same images on every call and for every model
         meta = payload["meta"]
         split_file = split_file_for(meta, payload["path"], cfg["split_file"])
         return split_images(str(split_file), meta["class_names"], cfg["split"], cfg["per_class"])
     raise CxrcamError("say what to explain: image=<file or folder> or split=test [per_class=N]")
+
+
+def layout_label(path: Path, class_names: list[str]) -> str | None:
+    """The true class of an image in the dataset layout ``<root>/<class>/images/.../x.png`` (as
+    training reads it) when ``<class>`` is one of the model's classes; None elsewhere."""
+    folder = next((p for p in Path(os.path.abspath(path)).parents if p.name == IMAGES_FOLDER), None)
+    return folder.parent.name if folder is not None and folder.parent.name in class_names else None
 
 
 def cam_targets(target: str, class_names: list[str], predicted: int, true: str | None) -> list[int]:
@@ -115,7 +124,7 @@ def explain_checkpoint(payload: dict, at_layer: tuple[torch.nn.Module, str, torc
             for (path, label, gray, original), p, c in zip(batch, probs, cams, strict=True):
                 predicted = int(p.argmax())
                 stem = f"{len(results):04d}_{Path(path).stem}"
-                title = f"{Path(path).name}: true {label or '?'}, predicted {classes[predicted]} ({meta['model_name']})"
+                title = panel_title(path, label, classes[predicted], meta["model_name"])
                 drawn += draw_pictures(writer, (gray, original, c, p), classes, cam_cfg, out_dir, stem, title, label)
                 result = {"path": path, "label": label, "predicted": classes[predicted],
                           "probability": float(p[predicted]), "probs": p}
@@ -133,6 +142,10 @@ def explain_checkpoint(payload: dict, at_layer: tuple[torch.nn.Module, str, torc
                             predicted=np.array([classes.index(r["predicted"]) for r in results]),
                             class_names=np.array(classes), method=cam_cfg["method"], layer=layer_name)
     return results, failures
+
+
+def panel_title(path: str, label: str | None, predicted: str, model_name: str) -> str:
+    return f"{Path(path).name}: true {label or '?'}, predicted {predicted} ({model_name})"
 
 
 def read_batch(samples: list[tuple[str, str | None]], size: int,
