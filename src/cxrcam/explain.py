@@ -38,8 +38,8 @@ from cxrcam.training.loop import select_device
 
 log = logging.getLogger("cxrcam.explain")
 TARGETS = ("predicted", "true", "all")
-PNG_WRITERS = 2  # threads drawing and writing the PNGs while the next batch is read and explained (PIL's encoder
-# releases the GIL): on 2 cores, large original-size overlays are written ~1.4x as fast
+PNG_WRITERS = 2  # threads drawing and writing the PNGs while the next batch is read and explained; PIL's PNG
+# encoder, most of the time an image takes, releases the GIL
 
 
 def select_samples(cfg: dict, payload: dict) -> list[tuple[str, str | None]]:
