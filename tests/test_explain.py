@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -16,8 +17,9 @@ from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
 from cxrcam.data.batches import to_batch
 from cxrcam.data.images import load_image
+from cxrcam.data.layout import images_under
 from cxrcam.errors import CxrcamError
-from cxrcam.explain import explain
+from cxrcam.explain import explain, layout_label, panel_title, select_samples
 from cxrcam.models import get_layer, model_from_checkpoint
 from cxrcam.reporting.overlays import overlay_rgb, resize_cam
 from cxrcam.training.checkpoint import load_checkpoint
@@ -126,3 +128,49 @@ def test_nothing_to_explain_is_a_clear_error(checkpoints, tmp_path):
         explain(compose_config("explain", "split=test"), tmp_path)
     with pytest.raises(CxrcamError, match="does not exist"):
         explain(compose_config("explain", f"ckpt={checkpoints[0]}", f"image={tmp_path / 'nope.png'}"), tmp_path)
+
+
+def test_layout_label_is_the_class_folder_above_images(tmp_path):
+    root = tmp_path / "set"
+    assert layout_label(root / "COVID" / "images" / "a.png", TINY_CLASSES) == "COVID"
+    assert layout_label(root / "Viral Pneumonia" / "images" / "sub" / "b.png", TINY_CLASSES) == "Viral Pneumonia"
+    assert layout_label(Path("Normal/images/c.png"), TINY_CLASSES) == "Normal"  # relative to any cwd
+    for outside in ("Cat/images/a.png", "COVID/a.png", "images/a.png", "COVID/masks/a.png", "a.png"):
+        assert layout_label(root / outside, TINY_CLASSES) is None, outside
+
+
+def class_layout_folder(tiny_synthetic: Path, folder: Path) -> Path:
+    """Two images in the class layout, one under a folder that is no class, one loose."""
+    source = images_under(tiny_synthetic / "COVID" / "images")[0]
+    for name, where in (("covid.png", "COVID/images"), ("normal.png", "Normal/images"), ("cat.png", "Cat/images"),
+                        ("loose.png", ".")):
+        (folder / where).mkdir(parents=True, exist_ok=True)
+        shutil.copy(source, folder / where / name)
+    return folder
+
+
+def test_folder_and_file_samples_carry_the_layout_label(tiny_synthetic, tmp_path):
+    folder = class_layout_folder(tiny_synthetic, tmp_path / "in")
+    payload = {"meta": {"class_names": TINY_CLASSES}}
+    found = select_samples({"image": str(folder)}, payload)
+    assert {Path(p).name: label for p, label in found} == {"covid.png": "COVID", "normal.png": "Normal",
+                                                           "cat.png": None, "loose.png": None}
+    single = folder / "Normal" / "images" / "normal.png"
+    assert select_samples({"image": str(single)}, payload) == [(str(single), "Normal")]
+    assert panel_title(str(single), "Normal", "COVID", "cnn") == "normal.png: true Normal, predicted COVID (cnn)"
+    assert panel_title("x/loose.png", None, "COVID", "cnn") == "loose.png: true ?, predicted COVID (cnn)"
+
+
+@pytest.mark.slow
+def test_folder_in_the_class_layout_writes_true_labels(checkpoints, tiny_synthetic, tmp_path):
+    folder = class_layout_folder(tiny_synthetic, tmp_path / "in")
+    explain(compose_config("explain", f"ckpt={checkpoints[0]}", f"image={folder}", "cam.target='true'", "device=cpu"),
+            tmp_path / "out")
+    with open(tmp_path / "out" / "predictions.csv") as f:
+        rows = {Path(r["path"]).name: r for r in csv.DictReader(f)}
+    assert {name: r["label"] for name, r in rows.items()} == {"covid.png": "COVID", "normal.png": "Normal",
+                                                              "cat.png": "", "loose.png": ""}
+    overlays = {p.stem.split("_", 1)[1] for p in (tmp_path / "out" / "overlays").glob("*.png")}
+    assert {"covid_COVID", "normal_Normal"} <= overlays  # cam.target=true: the true class's map
+    assert {f"{name[:-4]}_{rows[name]['predicted']}" for name in ("cat.png", "loose.png")} <= overlays
+    assert sorted(np.load(tmp_path / "out" / "cams.npz")["labels"]) == ["", "", "COVID", "Normal"]

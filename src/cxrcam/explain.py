@@ -11,6 +11,8 @@ checkpoints written by ``cxrcam.train``.
 from __future__ import annotations
 
 import logging
+import os
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import hydra
@@ -23,12 +25,12 @@ from cxrcam.cli import exit_on_bad_arguments, run_over_files
 from cxrcam.config import config_dir, validate_explain_config
 from cxrcam.data.batches import to_batch
 from cxrcam.data.images import read_grayscale, resize_grayscale
-from cxrcam.data.layout import IMAGE_EXTENSIONS, images_under
+from cxrcam.data.layout import IMAGE_EXTENSIONS, IMAGES_FOLDER, images_under
 from cxrcam.data.split import split_file_for, split_images
 from cxrcam.errors import CxrcamError
 from cxrcam.explanation.methods import make_cam
 from cxrcam.models import model_from_checkpoint, spatial_layer
-from cxrcam.reporting.overlays import plot_class_panel, plot_model_comparison, resize_cam, save_overlay
+from cxrcam.reporting.overlays import plot_model_comparison, resize_cam, save_class_panel, save_overlay
 from cxrcam.reporting.predictions import write_predictions
 from cxrcam.rundir import claim_run_dir
 from cxrcam.training.checkpoint import checkpoint_paths, load_checkpoint
@@ -36,27 +38,37 @@ from cxrcam.training.loop import select_device
 
 log = logging.getLogger("cxrcam.explain")
 TARGETS = ("predicted", "true", "all")
+PNG_WRITERS = 2  # threads drawing and writing the PNGs while the next batch is read and explained; PIL's PNG
+# encoder, most of the time an image takes, releases the GIL
 
 
 def select_samples(cfg: dict, payload: dict) -> list[tuple[str, str | None]]:
     """(path, true label or None): the given file or folder, or per_class images of the checkpoint's
-    own split (verified by its sha256) or of split_file=."""
+    own split (verified by its sha256) or of split_file=. A file's label is known when it lies in
+    the class layout (:func:`layout_label`)."""
     if cfg["image"]:
-        image = Path(cfg["image"])
+        image, classes = Path(cfg["image"]), payload["meta"]["class_names"]
         if image.is_dir():
-            found = [(str(p), None) for p in images_under(image)]
+            found = [(str(p), layout_label(p, classes)) for p in images_under(image)]
             if not found:
                 raise CxrcamError(f"image={image} holds no image file ({', '.join(sorted(IMAGE_EXTENSIONS))}); "
                                   "nothing to explain")
             return found
         if image.is_file():
-            return [(str(image), None)]
+            return [(str(image), layout_label(image, classes))]
         raise CxrcamError(f"image={image} does not exist; pass an image file or a folder")
     if cfg["split"]:  # the same images on every call and for every model
         meta = payload["meta"]
         split_file = split_file_for(meta, payload["path"], cfg["split_file"])
         return split_images(str(split_file), meta["class_names"], cfg["split"], cfg["per_class"])
     raise CxrcamError("say what to explain: image=<file or folder> or split=test [per_class=N]")
+
+
+def layout_label(path: Path, class_names: list[str]) -> str | None:
+    """The true class of an image in the dataset layout ``<root>/<class>/images/.../x.png`` (as
+    training reads it) when ``<class>`` is one of the model's classes; None elsewhere."""
+    folder = next((p for p in Path(os.path.abspath(path)).parents if p.name == IMAGES_FOLDER), None)
+    return folder.parent.name if folder is not None and folder.parent.name in class_names else None
 
 
 def cam_targets(target: str, class_names: list[str], predicted: int, true: str | None) -> list[int]:
@@ -96,37 +108,32 @@ def explain_checkpoint(payload: dict, at_layer: tuple[torch.nn.Module, str, torc
     for folder in ("overlays", "panels"):
         (out_dir / folder).mkdir(parents=True, exist_ok=True)
 
-    results, all_cams, failures = [], [], []
-    for start in tqdm(range(0, len(samples), batch_size), desc=f"explaining {meta['model_name']}", unit="batch"):
-        batch = []
-        for path, label in samples[start:start + batch_size]:
-            try:
-                original = read_grayscale(path)  # decoded once: for the model, and for an original-size overlay
-            except CxrcamError as exc:
-                log.error("%s", exc)
-                failures.append(path)
+    results, all_cams, failures, pending = [], [], [], []
+    with ThreadPoolExecutor(PNG_WRITERS) as writer:
+        for start in tqdm(range(0, len(samples), batch_size), desc=f"explaining {meta['model_name']}",
+                          unit="batch"):
+            batch, unread = read_batch(samples[start:start + batch_size], size, cam_cfg["overlay_size"] == "original")
+            failures += unread
+            if not batch:
                 continue
-            batch.append((path, label, resize_grayscale(original, size),
-                          original if cam_cfg["overlay_size"] == "original" else None))
-        if not batch:
-            continue
-        images = to_batch([gray for _, _, gray, _ in batch], meta["normalization"], device)
-        cams, logits = cam.per_class(images)  # (batch, classes, size, size)
-        probs = logits.float().softmax(1).cpu().numpy()
-        all_cams.append(cams.astype(np.float16))
-        for (path, label, gray, original), p, c in zip(batch, probs, cams, strict=True):
-            predicted = int(p.argmax())
-            stem = f"{len(results):04d}_{Path(path).stem}"
-            title = f"{Path(path).name}: true {label or '?'}, predicted {classes[predicted]} ({meta['model_name']})"
-            plot_class_panel(gray, c, p, classes, out_dir / "panels" / f"{stem}.png", title,
-                             cam_cfg["colormap"], cam_cfg["alpha"])
-            for k in cam_targets(cam_cfg["target"], classes, predicted, label):
-                write_overlay(gray, original, c[k], out_dir / "overlays" / f"{stem}_{classes[k]}.png", cam_cfg)
-            result = {"path": path, "label": label, "predicted": classes[predicted],
-                      "probability": float(p[predicted]), "probs": p}
-            if path in keep:
-                result.update(gray=gray, cam=c[predicted])
-            results.append(result)
+            images = to_batch([gray for _, _, gray, _ in batch], meta["normalization"], device)
+            cams, logits = cam.per_class(images)  # (batch, classes, size, size)
+            probs = logits.float().softmax(1).cpu().numpy()
+            all_cams.append(cams.astype(np.float16))
+            drawn = []
+            for (path, label, gray, original), p, c in zip(batch, probs, cams, strict=True):
+                predicted = int(p.argmax())
+                stem = f"{len(results):04d}_{Path(path).stem}"
+                title = panel_title(path, label, classes[predicted], meta["model_name"])
+                drawn += draw_pictures(writer, (gray, original, c, p), classes, cam_cfg, out_dir, stem, title, label)
+                result = {"path": path, "label": label, "predicted": classes[predicted],
+                          "probability": float(p[predicted]), "probs": p}
+                if path in keep:
+                    result.update(gray=gray, cam=c[predicted])
+                results.append(result)
+            wait_for(pending)  # the batch before: at most two batches of images wait for their files
+            pending = drawn
+        wait_for(pending)
     write_predictions(out_dir / "predictions.csv", [(r["path"], r["label"], r["probs"]) for r in results], classes)
     if all_cams:
         np.savez_compressed(out_dir / "cams.npz", cams=np.concatenate(all_cams),
@@ -135,6 +142,47 @@ def explain_checkpoint(payload: dict, at_layer: tuple[torch.nn.Module, str, torc
                             predicted=np.array([classes.index(r["predicted"]) for r in results]),
                             class_names=np.array(classes), method=cam_cfg["method"], layer=layer_name)
     return results, failures
+
+
+def panel_title(path: str, label: str | None, predicted: str, model_name: str) -> str:
+    return f"{Path(path).name}: true {label or '?'}, predicted {predicted} ({model_name})"
+
+
+def read_batch(samples: list[tuple[str, str | None]], size: int,
+               keep_original: bool) -> tuple[list[tuple], list[str]]:
+    """(path, label, the image as the model sees it, the original or None) per readable file, and
+    the files that could not be read. Each file is decoded once: for the model and for an
+    original-size overlay."""
+    batch, failures = [], []
+    for path, label in samples:
+        try:
+            original = read_grayscale(path)
+        except CxrcamError as exc:
+            log.error("%s", exc)
+            failures.append(path)
+            continue
+        batch.append((path, label, resize_grayscale(original, size), original if keep_original else None))
+    return batch, failures
+
+
+def draw_pictures(writer: ThreadPoolExecutor, arrays: tuple, classes: list[str], cam_cfg: dict, out_dir: Path,
+                  stem: str, title: str, label: str | None) -> list[Future]:
+    """Queue one image's panel and overlays on the writer threads. ``arrays``: the image as the
+    model saw it, the original (or None), its CAMs (classes, size, size) and class probabilities."""
+    gray, original, cams, probs = arrays
+    predicted = int(probs.argmax())
+    futures = [writer.submit(save_class_panel, gray, cams, probs, classes, out_dir / "panels" / f"{stem}.png", title,
+                             cam_cfg["colormap"], cam_cfg["alpha"])]
+    for k in cam_targets(cam_cfg["target"], classes, predicted, label):
+        futures.append(writer.submit(write_overlay, gray, original, cams[k],
+                                     out_dir / "overlays" / f"{stem}_{classes[k]}.png", cam_cfg))
+    return futures
+
+
+def wait_for(futures: list[Future]) -> None:
+    """Until these files are written; a write that failed raises here."""
+    for future in futures:
+        future.result()
 
 
 def write_overlay(gray: np.ndarray, original: np.ndarray | None, cam: np.ndarray, out: Path, cam_cfg: dict) -> None:
