@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+
 import matplotlib
 import numpy as np
 import pytest
@@ -22,6 +24,7 @@ from cxrcam.reporting.overlays import (
     panel_captions,
     panel_layout,
     panel_tiles,
+    png_bytes,
     save_overlay,
 )
 
@@ -53,6 +56,16 @@ def test_saved_overlay_holds_the_overlay_pixels(tmp_path):
     cam = np.linspace(0, 1, 64, dtype=np.float32).reshape(8, 8)
     save_overlay(gray, cam, tmp_path / "o.png", "jet", 0.45)
     assert np.array_equal(np.asarray(Image.open(tmp_path / "o.png")), overlay_rgb(gray, cam, "jet", 0.45))
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (7, 5), (40, 33)])
+def test_png_bytes_decode_to_the_same_pixels(shape):
+    rgb = np.random.default_rng(1).integers(0, 256, (*shape, 3), dtype=np.uint8)
+    rgb[-1] = rgb[0]  # a repeated row: the Up filter's zeros
+    with Image.open(io.BytesIO(png_bytes(rgb))) as image:
+        image.verify()  # every chunk's CRC
+    with Image.open(io.BytesIO(png_bytes(rgb))) as image:
+        assert image.mode == "RGB" and np.array_equal(np.asarray(image), rgb)
 
 
 def hot_corner_panel(probs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
