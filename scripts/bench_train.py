@@ -28,7 +28,7 @@ from cxrcam.data.batches import ModelInput, SplitBatches, epoch_plan  # noqa: E4
 from cxrcam.data.dataset import CXRDataset  # noqa: E402
 from cxrcam.models import MODEL_NAMES, build_model  # noqa: E402
 from cxrcam.train import make_optimizer  # noqa: E402
-from cxrcam.training.loop import train_one_epoch, tune_for  # noqa: E402
+from cxrcam.training.loop import backward_and_step, train_one_epoch, tune_for  # noqa: E402
 
 MEAN, STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
 AUGMENT = {"rotation": 7, "translate": 0.05, "scale": 0.08, "brightness": 0.2, "contrast": 0.2, "hflip": False}
@@ -80,13 +80,7 @@ def bench_model(name: str, dataset: CXRDataset, batch: int, steps: int, repeats:
             optimizer.zero_grad(set_to_none=True)
             with torch.autocast(device.type, dtype=torch.float16, enabled=amp):
                 loss = criterion(fit_model(images), labels)
-            if scaler is not None:
-                scaler.scale(loss).backward()
-                scaler.step(optimizer)
-                scaler.update()
-            else:
-                loss.backward()
-                optimizer.step()
+            backward_and_step(loss, optimizer, scaler)
         return steps * batch
 
     loader_rate, trainer_rate, bare_rate = images_per_second([loader, trainer, bare], repeats, device)

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import shutil
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -112,3 +115,19 @@ def write_dicom(path: Path, pixels: np.ndarray, photometric: str = "MONOCHROME2"
     ds.PixelData = pixels.astype(np.uint16 if samples == 1 else np.uint8).tobytes()
     ds.save_as(path, enforce_file_format=True)
     return path
+
+
+def signal_training_after_its_first_epoch(root: Path, run_dir: Path, signum: int, *extra: str) -> tuple[int, str]:
+    """``python -m cxrcam.train`` of 200 tiny epochs, sent ``signum`` once its first last.pt exists;
+    its exit code and stderr."""
+    process = subprocess.Popen([sys.executable, "-m", "cxrcam.train",
+                                *tiny_train_overrides(root, "trainer.epochs=200", "data.batch_size=2", *extra),
+                                f"hydra.run.dir={run_dir}"],
+                               cwd=run_dir.parent, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    last = run_dir / "checkpoints" / "last.pt"
+    deadline = time.monotonic() + 180
+    while not last.exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    process.send_signal(signum)
+    _, err = process.communicate(timeout=60)
+    return process.returncode, err

@@ -31,7 +31,8 @@ from cxrcam.rundir import ARTIFACTS, CLAIM, claim_before_hydra, claim_run_dir
 from cxrcam.train import train
 from cxrcam.training.checkpoint import save_checkpoint
 
-from conftest import compose_config, compose_hydra_config, run_tiny, tiny_config, tiny_train_overrides, train_tiny
+from conftest import (compose_config, compose_hydra_config, run_tiny, signal_training_after_its_first_epoch, tiny_config,
+                      tiny_train_overrides, train_tiny)
 
 CHEAP_EVALUATE = ["device=cpu", "faithfulness.n_images=4", "faithfulness.percentiles=[50]", "sanity.n_images=4",
                   "bootstrap.n_resamples=50"]
@@ -517,17 +518,9 @@ def test_a_full_disk_names_the_checkpoint_and_leaves_no_temporary_file(tmp_path)
 @pytest.mark.child_process
 def test_ctrl_c_exits_130_with_one_line_saying_how_to_resume(tiny_synthetic, tmp_path):
     run_dir = tmp_path / "run"
-    process = subprocess.Popen([sys.executable, "-m", "cxrcam.train",
-                                *tiny_train_overrides(tiny_synthetic, "trainer.epochs=200",
-                                                      "data.batch_size=2"), f"hydra.run.dir={run_dir}"],
-                               cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     last = run_dir / "checkpoints" / "last.pt"
-    deadline = time.monotonic() + 180
-    while not last.exists() and process.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.01)
-    process.send_signal(signal.SIGINT)
-    _, err = process.communicate(timeout=60)
-    assert process.returncode == 130 and "Traceback" not in err
+    returncode, err = signal_training_after_its_first_epoch(tiny_synthetic, run_dir, signal.SIGINT)
+    assert returncode == 130 and "Traceback" not in err
     assert err.strip().splitlines()[-1] == ("cxrcam.train: interrupted; to continue: python -m cxrcam.train "
                                             f"<the same overrides> resume={last} (into a new run dir: drop or "
                                             "change hydra.run.dir)")

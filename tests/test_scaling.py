@@ -9,7 +9,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 import torch
@@ -21,7 +20,8 @@ from cxrcam.training.checkpoint import load_checkpoint
 from cxrcam.training.distributed import Processes, first_host, gather_shards, processes_from_env, scratch_hydra_dirs
 from cxrcam.signals import StopSignals
 
-from conftest import RESUMED_CASE, assert_same_training, run_tiny, tiny_train_overrides
+from conftest import (RESUMED_CASE, assert_same_training, run_tiny, signal_training_after_its_first_epoch,
+                      tiny_train_overrides)
 
 # --- who this process is ---------------------------------------------------------------------
 
@@ -114,19 +114,25 @@ def test_handing_over_to_the_default_handler_returns():
         signal.signal(signal.SIGUSR1, before)
 
 
-@pytest.mark.slow
-def test_sigterm_mid_epoch_saves_that_step_and_a_resume_equals_an_uninterrupted_run(tiny_synthetic, uninterrupted_run,
-                                                                                     tmp_path, monkeypatch):
-    class SignalledAtStep12(nn.CrossEntropyLoss):  # 8 steps an epoch: epoch 2, its 4th step
+def signalling_loss(signum: int, at_call: int) -> type[nn.CrossEntropyLoss]:
+    """A cross-entropy that sends this process ``signum`` on its ``at_call``-th step (RESUMED_CASE:
+    8 steps an epoch), as a cluster would in the middle of one."""
+    class SignallingLoss(nn.CrossEntropyLoss):
         calls = 0
 
         def forward(self, logits, labels):
-            SignalledAtStep12.calls += 1
-            if SignalledAtStep12.calls == 12:
-                os.kill(os.getpid(), signal.SIGTERM)
+            SignallingLoss.calls += 1
+            if SignallingLoss.calls == at_call:
+                os.kill(os.getpid(), signum)
             return super().forward(logits, labels)
 
-    monkeypatch.setattr("cxrcam.train.nn.CrossEntropyLoss", SignalledAtStep12)
+    return SignallingLoss
+
+
+@pytest.mark.slow
+def test_sigterm_mid_epoch_saves_that_step_and_a_resume_equals_an_uninterrupted_run(tiny_synthetic, uninterrupted_run,
+                                                                                     tmp_path, monkeypatch):
+    monkeypatch.setattr("cxrcam.train.nn.CrossEntropyLoss", signalling_loss(signal.SIGTERM, 12))  # epoch 2, step 4
     with pytest.raises(StoppedBySignal, match="stopped by SIGTERM at epoch 2 after step 4; to continue: ") as info:
         run_tiny(tiny_synthetic, tmp_path / "part", *RESUMED_CASE)
     assert info.value.signum == signal.SIGTERM
@@ -141,16 +147,10 @@ def test_sigterm_mid_epoch_saves_that_step_and_a_resume_equals_an_uninterrupted_
 @pytest.mark.child_process
 def test_sigterm_to_a_training_process_exits_143_with_one_line_and_it_resumes(tiny_synthetic, tmp_path):
     run_dir = tmp_path / "run"
-    overrides = tiny_train_overrides(tiny_synthetic, "trainer.epochs=200", "data.batch_size=2", "optim.scheduler=none")
-    process = subprocess.Popen([sys.executable, "-m", "cxrcam.train", *overrides, f"hydra.run.dir={run_dir}"],
-                               cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     last = run_dir / "checkpoints" / "last.pt"
-    deadline = time.monotonic() + 180
-    while not last.exists() and process.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.01)
-    process.send_signal(signal.SIGTERM)
-    _, err = process.communicate(timeout=60)
-    assert process.returncode == 128 + signal.SIGTERM and "Traceback" not in err
+    returncode, err = signal_training_after_its_first_epoch(tiny_synthetic, run_dir, signal.SIGTERM,
+                                                            "optim.scheduler=none")
+    assert returncode == 128 + signal.SIGTERM and "Traceback" not in err
     line = err.strip().splitlines()[-1]
     assert line.startswith("cxrcam.train: stopped by SIGTERM at epoch ")
     assert line.endswith(f"; to continue: python -m cxrcam.train <the same overrides> resume={last} (into a new run "
@@ -255,19 +255,10 @@ def test_a_requeued_slurm_job_takes_its_dir_back_and_continues_from_the_step_it_
                                                                                        tmp_path, monkeypatch):
     """What submitit's requeue after SIGUSR2 amounts to: the same job id, SLURM_RESTART_COUNT=1, the
     same run dir and config; no resume= given."""
-    class SignalledAtStep20(nn.CrossEntropyLoss):  # epoch 3, its 4th step
-        calls = 0
-
-        def forward(self, logits, labels):
-            SignalledAtStep20.calls += 1
-            if SignalledAtStep20.calls == 20:
-                os.kill(os.getpid(), signal.SIGUSR2)
-            return super().forward(logits, labels)
-
     monkeypatch.setenv("SLURM_JOB_ID", "4242")
     monkeypatch.delenv("SLURM_RESTART_COUNT", raising=False)
     with monkeypatch.context() as during:
-        during.setattr("cxrcam.train.nn.CrossEntropyLoss", SignalledAtStep20)
+        during.setattr("cxrcam.train.nn.CrossEntropyLoss", signalling_loss(signal.SIGUSR2, 20))  # epoch 3, step 4
         with pytest.raises(StoppedBySignal, match="stopped by SIGUSR2 at epoch 3 after step 4"):
             run_tiny(tiny_synthetic, tmp_path / "job", *RESUMED_CASE)
     with pytest.raises(CxrcamError, match="holds a cxrcam.train run started"):  # not a requeue: refused

@@ -79,6 +79,17 @@ def _stop_on_nonfinite(first_bad: torch.Tensor, epoch: int) -> None:
                           "data. The last good checkpoint is kept")
 
 
+def backward_and_step(loss: torch.Tensor, optimizer, scaler: torch.amp.GradScaler | None = None) -> None:
+    """One optimiser step from ``loss``, through the GradScaler when mixed precision uses one."""
+    if scaler is not None:
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        loss.backward()
+        optimizer.step()
+
+
 def train_one_epoch(model: nn.Module, batches, steps: int, criterion: nn.Module, optimizer, scheduler,
                     model_input, device: torch.device, epoch: int, scaler: torch.amp.GradScaler | None = None,
                     state: EpochState | None = None, stop_requested=lambda step: False) -> EpochState:
@@ -98,13 +109,7 @@ def train_one_epoch(model: nn.Module, batches, steps: int, criterion: nn.Module,
         optimizer.zero_grad(set_to_none=True)
         with torch.autocast(device.type, dtype=torch.float16, enabled=scaler is not None):
             loss = criterion(model(images), labels)
-        if scaler is not None:
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-        else:
-            loss.backward()
-            optimizer.step()
+        backward_and_step(loss, optimizer, scaler)
         if scheduler is not None:
             scheduler.step()
         loss = loss.detach().float()
