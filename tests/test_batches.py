@@ -103,6 +103,16 @@ def test_a_shift_by_whole_pixels_moves_the_image_and_fills_black(pixels):
     assert torch.allclose(moved, expected, atol=1e-5)
 
 
+@pytest.mark.parametrize("angle", [90, 30, -12])
+def test_an_angle_turns_the_image_as_torchvision_turns_it_by_minus_that_angle(angle):
+    """The draw is symmetric (rotation ± data.augment.rotation), so only the sign convention differs
+    from torchvision's rotate (positive: counter-clockwise); pinned so it cannot flip unnoticed."""
+    image, params = _image(), _identity()
+    params[:, ANGLE] = angle
+    expected = TF.rotate(image, -angle, interpolation=TF.InterpolationMode.BILINEAR)
+    assert torch.allclose(augment(image.clone(), params)[..., 4:12, 4:12], expected[..., 4:12, 4:12], atol=1e-5)
+
+
 def test_a_quarter_turn_is_rot90_and_scale_two_magnifies_the_centre():
     image, params = _image(), _identity()
     params[:, ANGLE] = 90

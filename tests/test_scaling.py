@@ -18,7 +18,7 @@ from cxrcam.errors import CxrcamError, StoppedBySignal
 from cxrcam.training import distributed
 from cxrcam.training.checkpoint import load_checkpoint
 from cxrcam.training.distributed import Processes, first_host, gather_shards, processes_from_env, scratch_hydra_dirs
-from cxrcam.signals import StopSignals
+from cxrcam.signals import StopSignals, ignore_stop_signals
 
 from conftest import (RESUMED_CASE, assert_same_training, run_tiny, signal_training_after_its_first_epoch,
                       tiny_train_overrides)
@@ -294,3 +294,13 @@ def test_a_compiled_model_trains_like_the_plain_one_and_saves_plain_weights(tiny
     for a, b in zip(compiled["training"]["history"], plain["training"]["history"], strict=True):
         assert a["train_loss"] == pytest.approx(b["train_loss"], rel=3e-2)
         assert a["val_loss"] == pytest.approx(b["val_loss"], rel=3e-2)
+
+
+def test_loading_workers_ignore_the_stop_signals_the_trainer_acts_on():
+    before = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2)}
+    try:
+        ignore_stop_signals(worker_id=3)
+        assert {s: signal.getsignal(s) for s in before} == dict.fromkeys(before, signal.SIG_IGN)
+    finally:
+        for signum, handler in before.items():
+            signal.signal(signum, handler)
