@@ -166,8 +166,9 @@ class ModelInput:
         x = images.float().div_(255)
         if params is not None:
             x = augment(x, params.to(x.device, non_blocking=True))
-        mean, std = self.mean.to(x.device, non_blocking=True), self.std.to(x.device, non_blocking=True)
-        x = (x - mean).div_(std)
+        if self.mean.device != x.device:  # once: a copy per step from pageable memory would wait for the device
+            self.mean, self.std = self.mean.to(x.device), self.std.to(x.device)
+        x = (x - self.mean).div_(self.std)
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
 
 
