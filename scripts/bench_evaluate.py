@@ -41,7 +41,7 @@ from cxrcam.evaluation.imputation import noisy_linear_imputation  # noqa: E402
 from cxrcam.evaluation.samples import Sample  # noqa: E402
 from cxrcam.models import MODEL_NAMES  # noqa: E402
 from cxrcam.train import train  # noqa: E402
-from cxrcam.training.checkpoint import load_checkpoint  # noqa: E402
+from cxrcam.checkpoint import load_checkpoint  # noqa: E402
 
 NORMALIZATION = {"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
 

@@ -28,7 +28,8 @@ from cxrcam.data.batches import ModelInput, SplitBatches, epoch_plan  # noqa: E4
 from cxrcam.data.dataset import CXRDataset  # noqa: E402
 from cxrcam.models import MODEL_NAMES, build_model  # noqa: E402
 from cxrcam.train import make_optimizer  # noqa: E402
-from cxrcam.training.loop import backward_and_step, train_one_epoch, tune_for  # noqa: E402
+from cxrcam.device import tune_for  # noqa: E402
+from cxrcam.training.loop import backward_and_step, train_one_epoch  # noqa: E402
 
 MEAN, STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
 AUGMENT = {"rotation": 7, "translate": 0.05, "scale": 0.08, "brightness": 0.2, "contrast": 0.2, "hflip": False}

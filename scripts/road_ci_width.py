@@ -31,7 +31,7 @@ from cxrcam.evaluation.stats import bootstrap_ci  # noqa: E402
 from cxrcam.explanation.methods import make_cam  # noqa: E402
 from cxrcam.models import get_layer, model_from_checkpoint  # noqa: E402
 from cxrcam.train import train  # noqa: E402
-from cxrcam.training.checkpoint import load_checkpoint  # noqa: E402
+from cxrcam.checkpoint import load_checkpoint  # noqa: E402
 
 
 def road_combined_of_test_images(run_dir: Path, cfg: dict) -> tuple[np.ndarray, list[str]]:

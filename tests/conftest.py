@@ -17,7 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 from cxrcam.config import config_dir
 from cxrcam.data.synthetic import ensure_synthetic
 from cxrcam.train import train
-from cxrcam.training.checkpoint import load_checkpoint
+from cxrcam.checkpoint import load_checkpoint
 
 TINY_CLASSES = ["COVID", "Lung_Opacity", "Normal", "Viral Pneumonia"]
 

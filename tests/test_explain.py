@@ -22,7 +22,7 @@ from cxrcam.errors import CxrcamError
 from cxrcam.explain import explain, layout_label, panel_title, select_samples
 from cxrcam.models import get_layer, model_from_checkpoint
 from cxrcam.reporting.overlays import overlay_rgb, resize_cam
-from cxrcam.training.checkpoint import load_checkpoint
+from cxrcam.checkpoint import load_checkpoint
 
 from conftest import TINY_CLASSES, compose_config, train_tiny
 

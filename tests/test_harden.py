@@ -29,7 +29,7 @@ from cxrcam.explain import explain
 from cxrcam.models import build_model
 from cxrcam.rundir import ARTIFACTS, CLAIM, claim_before_hydra, claim_run_dir
 from cxrcam.train import train
-from cxrcam.training.checkpoint import save_checkpoint
+from cxrcam.checkpoint import save_checkpoint
 
 from conftest import (compose_config, compose_hydra_config, run_tiny, signal_training_after_its_first_epoch, tiny_config,
                       tiny_train_overrides, train_tiny)

@@ -25,7 +25,7 @@ from cxrcam.evaluation.faithfulness import road_scores
 from cxrcam.models import model_from_checkpoint
 from cxrcam.train import make_split, train
 from cxrcam.training import metrics
-from cxrcam.training.checkpoint import load_checkpoint
+from cxrcam.checkpoint import load_checkpoint
 from cxrcam.training.metrics import quick_metrics
 
 from conftest import compose_config, run_tiny, tiny_config, train_tiny

@@ -23,7 +23,7 @@ from cxrcam.data.images import MAX_PIXELS, load_image, read_grayscale
 from cxrcam.data.layout import discover_images
 from cxrcam.errors import CxrcamError
 from cxrcam.models import model_from_checkpoint
-from cxrcam.training.checkpoint import load_checkpoint
+from cxrcam.checkpoint import load_checkpoint
 
 from conftest import RESUMED_CASE, TINY_CLASSES, assert_same_training, run_tiny, tiny_train_overrides, write_dicom
 
@@ -194,7 +194,7 @@ def test_checkpoint_for_another_architecture_or_class_count_is_a_clear_error(tin
 
 SAVE_FOREVER = """
 import sys, torch
-from cxrcam.training.checkpoint import save_checkpoint
+from cxrcam.checkpoint import save_checkpoint
 for i in range(1_000_000):
     save_checkpoint({"state_dict": {"w": torch.full((4_000_000,), float(i))}, "meta": {"i": i}}, sys.argv[1])
 """

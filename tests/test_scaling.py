@@ -16,7 +16,7 @@ from torch import nn
 
 from cxrcam.errors import CxrcamError, StoppedBySignal
 from cxrcam.training import distributed
-from cxrcam.training.checkpoint import load_checkpoint
+from cxrcam.checkpoint import load_checkpoint
 from cxrcam.training.distributed import Processes, first_host, gather_shards, processes_from_env, scratch_hydra_dirs
 from cxrcam.signals import StopSignals, ignore_stop_signals
 

@@ -18,13 +18,13 @@ import torch.nn.functional as F
 from sklearn.metrics import f1_score, roc_auc_score
 from torch import nn
 
-from cxrcam import __version__
+from cxrcam import __version__, checkpoint
+from cxrcam.checkpoint import (FORMAT_VERSION, build_metadata, checkpoint_paths, git_commit, load_checkpoint,
+                               save_checkpoint)
+from cxrcam.device import select_device, tune_for
 from cxrcam.errors import CxrcamError
-from cxrcam.training import checkpoint, loop
-from cxrcam.training.checkpoint import (FORMAT_VERSION, build_metadata, checkpoint_paths, git_commit,
-                                        load_checkpoint, save_checkpoint)
 from cxrcam.training.loop import (EpochState, predict, probabilities_and_loss, restore_rng_state, rng_state,
-                                  select_device, train_one_epoch)
+                                  train_one_epoch)
 from cxrcam.training.metrics import classification_report, macro_auroc, quick_metrics
 
 # --- metrics --------------------------------------------------------------------------------
@@ -656,5 +656,5 @@ def test_probabilities_and_loss_are_the_softmax_labels_and_mean_cross_entropy():
 @pytest.mark.parametrize("device, benchmark", [("cuda", True), ("cuda:1", True), ("cpu", False), ("mps", False)])
 def test_cudnn_times_its_algorithms_on_cuda_only(device, benchmark, monkeypatch):
     monkeypatch.setattr(torch.backends.cudnn, "benchmark", not benchmark)
-    loop.tune_for(torch.device(device))
+    tune_for(torch.device(device))
     assert torch.backends.cudnn.benchmark is benchmark

@@ -44,8 +44,8 @@ from cxrcam.explanation.methods import make_cam
 from cxrcam.models import count_parameters, get_layer, model_from_checkpoint, spatial_layer
 from cxrcam.reporting.evaluation_report import write_report
 from cxrcam.rundir import claim_run_dir
-from cxrcam.training.checkpoint import checkpoint_paths, load_checkpoint
-from cxrcam.training.loop import select_device
+from cxrcam.checkpoint import checkpoint_paths, load_checkpoint
+from cxrcam.device import select_device
 
 log = logging.getLogger("cxrcam.evaluate")
 

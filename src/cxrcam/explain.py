@@ -33,8 +33,8 @@ from cxrcam.models import model_from_checkpoint, spatial_layer
 from cxrcam.reporting.overlays import plot_model_comparison, resize_cam, save_class_panel, save_overlay
 from cxrcam.reporting.predictions import write_predictions
 from cxrcam.rundir import claim_run_dir
-from cxrcam.training.checkpoint import checkpoint_paths, load_checkpoint
-from cxrcam.training.loop import select_device
+from cxrcam.checkpoint import checkpoint_paths, load_checkpoint
+from cxrcam.device import select_device
 
 log = logging.getLogger("cxrcam.explain")
 TARGETS = ("predicted", "true", "all")

@@ -26,6 +26,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
+from cxrcam.checkpoint import build_metadata, load_checkpoint, save_checkpoint
 from cxrcam.cli import exit_on_bad_arguments, run_stage
 from cxrcam.config import config_dir, validate_train_config
 from cxrcam.data.batches import ModelInput, SplitBatches, auto_num_workers, epoch_plan, shard
@@ -34,17 +35,17 @@ from cxrcam.data.layout import discover_images
 from cxrcam.data.scan import unreadable_images
 from cxrcam.data.split import checkpoint_split_file, file_sha256, read_split, stratified_split, write_split
 from cxrcam.data.synthetic import ensure_synthetic
+from cxrcam.device import select_device, tune_for
 from cxrcam.errors import CxrcamError, StoppedBySignal
 from cxrcam.models import build_model, count_parameters, spatial_layer
 from cxrcam.reporting.figures import plot_confusion_matrix, plot_roc, plot_training_curves
 from cxrcam.reporting.predictions import write_predictions
 from cxrcam.rundir import claim_run_dir, is_requeue_of_its_claimant
-from cxrcam.training.checkpoint import build_metadata, load_checkpoint, save_checkpoint
 from cxrcam.training.distributed import (Processes, any_rank, barrier, broadcast, device_of, gather_objects,
                                          gather_shards, processes_from_env, scratch_hydra_dirs, total)
 from cxrcam.training.distributed import start as start_processes
 from cxrcam.training.loop import (REFRESH_EVERY, EpochState, predict, probabilities_and_loss, restore_rng_state,
-                                  rng_state, select_device, train_one_epoch, tune_for)
+                                  rng_state, train_one_epoch)
 from cxrcam.training.metrics import classification_report, quick_metrics
 from cxrcam.signals import StopSignals
 
