@@ -43,18 +43,38 @@ def test_evaluate_writes_metrics_with_chance_levels_and_a_self_contained_report(
     for metric in ("pointing", "pointing_tolerant", "zone_hit", "energy", "otsu_iou", "lung_share"):
         ci = scores[metric]["overall"]
         assert 0 <= ci["low"] <= ci["mean"] <= ci["high"] <= 1
-    assert 0 < scores["pointing_chance"]["overall"]["mean"] < scores["pointing_tolerant_chance"]["overall"]["mean"]
-    assert scores["pattern:diffuse"]["per_class"].keys() == {"Normal"}
-    assert result["lesion_patterns"]["pattern:unilateral"]["per_class"]["Lung_Opacity"]["mean"] == 1.0
-    assert result["faithfulness"]["n_images"] == 4 and len(result["faithfulness"]["road_morf"]) == 1
-    assert result["sanity"][0]["block"] == "trained" and len(result["sanity"]) == 7
+    chance = {metric: score["chance"]["overall"]["mean"] if score["chance"] else None for metric, score in scores.items()}
+    assert 0 < chance["pointing"] == chance["energy"] < chance["pointing_tolerant"]
+    assert chance["otsu_iou"] is None and 0 < chance["lung_share"] < 1
+    for score in scores.values():  # each verdict is its interval against its chance level
+        if score["chance"]:
+            level, ci = score["chance"]["overall"]["mean"], score["overall"]
+            assert score["versus_chance"] == ("above" if ci["low"] > level else "below" if ci["high"] < level
+                                              else "not distinguishable from")
+    assert "pointing_chance" not in scores and not any(k.startswith("pattern") for k in scores)
+    assert [(p["cls"], p["criterion"]) for p in result["patterns"] if p["criterion"] == "diffuse"] == [
+        ("Normal", "diffuse")]
+    assert all(p["shown"] == (p["agrees"]["mean"] >= 0.5) for p in result["patterns"])
+    lesion = {(p["cls"], p["criterion"]): p for p in result["lesion_patterns"]}
+    assert lesion["Lung_Opacity", "unilateral"]["agrees"]["mean"] == 1.0 and lesion["Lung_Opacity", "unilateral"]["shown"]
+    faithfulness = result["faithfulness"]
+    assert faithfulness["n_images"] == 4 and len(faithfulness["road_morf"]) == 1
+    combined = faithfulness["road_combined"]
+    assert faithfulness["verdict"] == ("faithful" if combined["low"] > 0 else "inverted" if combined["high"] < 0
+                                       else "indistinguishable")
+    steps = result["sanity"]["steps"]
+    assert steps[0]["block"] == "trained" and len(steps) == 7 and result["sanity"]["threshold"] == 0.3
+    assert result["sanity"]["passes"] == (steps[-1]["rank_correlation"] < 0.3)
     assert set(result["zone_profiles"]) == set(TINY_CLASSES)
+    assert "pictures" not in result
 
     with open(tmp_path / "cam_metrics.csv") as f:
         rows = list(csv.DictReader(f))
     pointing = next(r for r in rows if r["metric"] == "pointing" and r["class"] == "all")
-    assert float(pointing["chance"]) == pytest.approx(scores["pointing_chance"]["overall"]["mean"], abs=1e-4)
+    assert float(pointing["chance"]) == pytest.approx(chance["pointing"], abs=1e-4)
     assert pointing["grid"] == "2x2"
+    diffuse = next(r for r in rows if r["metric"] == "pattern:diffuse")
+    assert diffuse["class"] == "Normal" and diffuse["chance"] == ""
 
     page = (tmp_path / "report.html").read_text()
     sources = re.findall(r"<img src='([^']*)'", page)
@@ -84,7 +104,8 @@ def test_methods_and_layers_are_reported_apart_and_bad_images_are_listed(tiny_da
         ("gradcam", "features.2", [4, 4], 6), ("gradcam", "features.3", [2, 2], 6),
         ("hirescam", "features.2", [4, 4], 6), ("hirescam", "features.3", [2, 2], 6)]
     assert results[0]["scores"] != results[2]["scores"]
-    assert ["sanity" in r and "faithfulness" in r for r in results] == [True, False, False, False]  # first only
+    assert [r["sanity"] is not None and r["faithfulness"] is not None for r in results] == [True, False, False,
+                                                                                            False]  # first only
     assert "simple_cnn gradcam @ features.2 (4x4)" in (out / "report.md").read_text()
 
 
@@ -104,10 +125,15 @@ def test_shortcut_audit_compares_marker_mass(checkpoint, tmp_path):
     audit = json.loads((out / "cam_metrics.json").read_text())["shortcut_audit"]
     assert [r["role"] for r in audit["rows"]] == ["confounded", "control", "clean"]
     # the same model as its own control: the same shares, so no difference is claimed
-    assert audit["rows"][0]["scores"]["marker_share"] == audit["rows"][1]["scores"]["marker_share"]
+    shares = [row["evaluation"]["scores"]["marker_share"] for row in audit["rows"]]
+    assert shares[0] == shares[1]
+    control, clean = audit["comparisons"]
+    assert (control["role"], control["difference"], clean["role"]) == ("control", "no clearly different", "clean")
+    assert control["confounded"] == control["other"] == clean["confounded"] == shares[0]["overall"]
+    assert clean["other"] == shares[2]["overall"]
     assert audit["n_marked"] >= 2  # the 2 COVID test images at least
     for row in audit["rows"]:
-        share = row["scores"]["marker_share"]["overall"]
+        share = row["evaluation"]["scores"]["marker_share"]["overall"]
         assert share["n"] == audit["n_marked"] and 0 <= share["mean"] <= 1
     page = (out / "report.html").read_text()
     assert "Shortcut audit" in page and "no clearly different than the control" in page

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 from pytorch_grad_cam import GradCAM
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
@@ -20,6 +21,7 @@ from cxrcam.data.images import load_image
 from cxrcam.data.layout import images_under
 from cxrcam.errors import CxrcamError
 from cxrcam.explain import explain, layout_label, panel_title, select_samples
+from cxrcam.loaded_run import LoadedRun
 from cxrcam.models import get_layer, model_from_checkpoint
 from cxrcam.reporting.overlays import overlay_rgb, resize_cam
 from cxrcam.checkpoint import load_checkpoint
@@ -151,12 +153,12 @@ def class_layout_folder(tiny_synthetic: Path, folder: Path) -> Path:
 
 def test_folder_and_file_samples_carry_the_layout_label(tiny_synthetic, tmp_path):
     folder = class_layout_folder(tiny_synthetic, tmp_path / "in")
-    payload = {"meta": {"class_names": TINY_CLASSES}}
-    found = select_samples({"image": str(folder)}, payload)
+    run = LoadedRun(tmp_path / "best.pt", {"class_names": TINY_CLASSES}, torch.nn.Identity())
+    found = select_samples({"image": str(folder)}, run)
     assert {Path(p).name: label for p, label in found} == {"covid.png": "COVID", "normal.png": "Normal",
                                                            "cat.png": None, "loose.png": None}
     single = folder / "Normal" / "images" / "normal.png"
-    assert select_samples({"image": str(single)}, payload) == [(str(single), "Normal")]
+    assert select_samples({"image": str(single)}, run) == [(str(single), "Normal")]
     assert panel_title(str(single), "Normal", "COVID", "cnn") == "normal.png: true Normal, predicted COVID (cnn)"
     assert panel_title("x/loose.png", None, "COVID", "cnn") == "loose.png: true ?, predicted COVID (cnn)"
 

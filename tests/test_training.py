@@ -214,7 +214,8 @@ def test_build_metadata_records_the_real_git_commit():
 
 
 def _payload(value: float = 1.0) -> dict:
-    return {"state_dict": {"w": torch.full((2, 3), value)}, "meta": {"epoch": 3, "names": ["a", "b"]}}
+    return {"state_dict": {"w": torch.full((2, 3), value)},
+            "meta": {"format_version": FORMAT_VERSION, "epoch": 3, "names": ["a", "b"]}}
 
 
 def test_save_then_load_round_trips_into_a_new_nested_folder(tmp_path):
@@ -222,7 +223,8 @@ def test_save_then_load_round_trips_into_a_new_nested_folder(tmp_path):
     save_checkpoint(_payload(1.5), path)
     save_checkpoint(_payload(2.5), str(path))  # again, over it, into the existing folder; str paths too
     loaded = load_checkpoint(str(path))
-    assert loaded.keys() == {"state_dict", "meta"} and loaded["meta"] == {"epoch": 3, "names": ["a", "b"]}
+    assert loaded.keys() == {"state_dict", "meta"} and loaded["meta"] == {"format_version": FORMAT_VERSION, "epoch": 3,
+                                                                           "names": ["a", "b"]}
     assert torch.equal(loaded["state_dict"]["w"], torch.full((2, 3), 2.5))
     assert sorted(p.name for p in path.parent.iterdir()) == ["best.pt"]  # no temporary file left
     # the file is a plain weights-only torch file, as promised to other tools
@@ -345,6 +347,19 @@ def test_load_checkpoint_refuses_torch_files_that_are_not_cxrcam_checkpoints(tmp
     with pytest.raises(CxrcamError) as info:
         load_checkpoint(tmp_path / "other.pt")
     assert str(info.value) == f"{tmp_path / 'other.pt'} is not a cxrcam checkpoint (no state_dict/meta)"
+
+
+@pytest.mark.parametrize("meta, found, writer", [
+    ({"format_version": 2, "cxrcam_version": "9.0"}, "2", "9.0"),
+    ({"format_version": "1"}, "'1'", "version unknown"),
+    ({}, "None", "version unknown")], ids=["newer", "a-string", "none"])
+def test_load_checkpoint_refuses_a_format_it_does_not_know(tmp_path, meta, found, writer):
+    torch.save({"state_dict": {}, "meta": meta}, tmp_path / "future.pt")
+    with pytest.raises(CxrcamError) as info:
+        load_checkpoint(tmp_path / "future.pt")
+    assert str(info.value) == (f"checkpoint {tmp_path / 'future.pt'} has format version {found}; this cxrcam "
+                               f"({__version__}) reads version {FORMAT_VERSION}: open it with the cxrcam that wrote "
+                               f"it ({writer})")
 
 
 def test_checkpoint_paths_of_a_sweep_are_each_jobs_best_in_order(tmp_path):

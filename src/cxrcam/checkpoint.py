@@ -84,6 +84,11 @@ def load_checkpoint(path: str | Path) -> dict:
                           "or not a PyTorch file") from None
     if not isinstance(payload, dict) or "state_dict" not in payload or "meta" not in payload:
         raise CxrcamError(f"{path} is not a cxrcam checkpoint (no state_dict/meta)")
+    meta = payload["meta"] if isinstance(payload["meta"], dict) else {}
+    if meta.get("format_version") != FORMAT_VERSION:
+        raise CxrcamError(f"checkpoint {path} has format version {meta.get('format_version')!r}; this cxrcam "
+                          f"({__version__}) reads version {FORMAT_VERSION}: open it with the cxrcam that wrote it "
+                          f"({meta.get('cxrcam_version', 'version unknown')})")
     return payload
 
 

@@ -17,24 +17,21 @@ from pathlib import Path
 
 import hydra
 import numpy as np
-import torch
 from omegaconf import DictConfig
 from tqdm import tqdm
 
 from cxrcam.cli import exit_on_bad_arguments, run_over_files
 from cxrcam.config import config_dir, validate_explain_config
-from cxrcam.data.batches import to_batch
 from cxrcam.data.images import read_grayscale, resize_grayscale
 from cxrcam.data.layout import IMAGE_EXTENSIONS, IMAGES_FOLDER, images_under
-from cxrcam.data.split import split_file_for, split_images
+from cxrcam.data.split import split_images
+from cxrcam.device import select_device
 from cxrcam.errors import CxrcamError
 from cxrcam.explanation.methods import make_cam
-from cxrcam.models import model_from_checkpoint, spatial_layer
+from cxrcam.loaded_run import CamLayer, LoadedRun, load_runs
 from cxrcam.reporting.overlays import plot_model_comparison, resize_cam, save_class_panel, save_overlay
 from cxrcam.reporting.predictions import write_predictions
 from cxrcam.rundir import claim_run_dir
-from cxrcam.checkpoint import checkpoint_paths, load_checkpoint
-from cxrcam.device import select_device
 
 log = logging.getLogger("cxrcam.explain")
 TARGETS = ("predicted", "true", "all")
@@ -42,12 +39,12 @@ PNG_WRITERS = 2  # threads drawing and writing the PNGs while the next batch is 
 # encoder, most of the time an image takes, releases the GIL
 
 
-def select_samples(cfg: dict, payload: dict) -> list[tuple[str, str | None]]:
+def select_samples(cfg: dict, run: LoadedRun) -> list[tuple[str, str | None]]:
     """(path, true label or None): the given file or folder, or per_class images of the checkpoint's
     own split (verified by its sha256) or of split_file=. A file's label is known when it lies in
     the class layout (:func:`layout_label`)."""
     if cfg["image"]:
-        image, classes = Path(cfg["image"]), payload["meta"]["class_names"]
+        image, classes = Path(cfg["image"]), run.class_names
         if image.is_dir():
             found = [(str(p), layout_label(p, classes)) for p in images_under(image)]
             if not found:
@@ -58,9 +55,7 @@ def select_samples(cfg: dict, payload: dict) -> list[tuple[str, str | None]]:
             return [(str(image), layout_label(image, classes))]
         raise CxrcamError(f"image={image} does not exist; pass an image file or a folder")
     if cfg["split"]:  # the same images on every call and for every model
-        meta = payload["meta"]
-        split_file = split_file_for(meta, payload["path"], cfg["split_file"])
-        return split_images(str(split_file), meta["class_names"], cfg["split"], cfg["per_class"])
+        return split_images(str(run.split_file(cfg["split_file"])), run.class_names, cfg["split"], cfg["per_class"])
     raise CxrcamError("say what to explain: image=<file or folder> or split=test [per_class=N]")
 
 
@@ -82,49 +77,40 @@ def cam_targets(target: str, class_names: list[str], predicted: int, true: str |
     return [class_names.index(target)]
 
 
-def cam_layer(payload: dict, cam_cfg: dict) -> tuple[torch.nn.Module, str, torch.nn.Module]:
-    """The checkpoint's model, and the name and module of the layer its CAMs are taken at; a target
-    or a layer that does not fit the model is a CxrcamError."""
-    meta = payload["meta"]
-    if cam_cfg["target"] not in (*TARGETS, *meta["class_names"]):
-        raise CxrcamError(f"cam.target={cam_cfg['target']!r} is not one of {[*TARGETS, *meta['class_names']]}")
-    model = model_from_checkpoint(payload)
-    layer_name = cam_cfg["layer"] or meta["target_layer"]
-    return model, layer_name, spatial_layer(model, layer_name, meta["image_size"])[0]
+def cam_layer(run: LoadedRun, cam_cfg: dict) -> CamLayer:
+    """The layer a run's CAMs are taken at; a target or a layer that does not fit the model is a
+    CxrcamError."""
+    if cam_cfg["target"] not in (*TARGETS, *run.class_names):
+        raise CxrcamError(f"cam.target={cam_cfg['target']!r} is not one of {[*TARGETS, *run.class_names]}")
+    return run.cam_layer(cam_cfg["layer"])
 
 
-def explain_checkpoint(payload: dict, at_layer: tuple[torch.nn.Module, str, torch.nn.Module],
-                       samples: list[tuple[str, str | None]], cam_cfg: dict, batch_size: int,
-                       device: torch.device, out_dir: Path, keep: set[str]) -> tuple[list[dict], list[str]]:
+def explain_run(run: LoadedRun, layer: CamLayer, samples: list[tuple[str, str | None]], cam_cfg: dict,
+                batch_size: int, out_dir: Path, keep: set[str]) -> tuple[list[dict], list[str]]:
     """Overlays, panels, predictions.csv and cams.npz for one model; returns a result per readable
     image (with its image and CAM when its path is in ``keep``, for the comparison figure) and the
-    files that could not be read. Images are decoded a batch at a time, so memory stays bounded.
-    ``at_layer``: the model, layer name and layer, as :func:`cam_layer` gives them."""
-    meta = payload["meta"]
-    classes, size = meta["class_names"], meta["image_size"]
-    model, layer_name, layer = at_layer
-    model = model.to(device)
-    cam = make_cam(cam_cfg["method"], model, layer, cam_cfg["aug_smooth"], cam_cfg["eigen_smooth"])
+    files that could not be read. Images are decoded a batch at a time, so memory stays bounded."""
+    classes, size = run.class_names, run.image_size
+    cam = make_cam(cam_cfg["method"], run.model, layer.module, cam_cfg["aug_smooth"], cam_cfg["eigen_smooth"])
     for folder in ("overlays", "panels"):
         (out_dir / folder).mkdir(parents=True, exist_ok=True)
 
     results, all_cams, failures, pending = [], [], [], []
     with ThreadPoolExecutor(PNG_WRITERS) as writer:
-        for start in tqdm(range(0, len(samples), batch_size), desc=f"explaining {meta['model_name']}",
+        for start in tqdm(range(0, len(samples), batch_size), desc=f"explaining {run.model_name}",
                           unit="batch"):
             batch, unread = read_batch(samples[start:start + batch_size], size, cam_cfg["overlay_size"] == "original")
             failures += unread
             if not batch:
                 continue
-            images = to_batch([gray for _, _, gray, _ in batch], meta["normalization"], device)
-            cams, logits = cam.per_class(images)  # (batch, classes, size, size)
+            cams, logits = cam.per_class(run.batch([gray for _, _, gray, _ in batch]))  # (batch, classes, size, size)
             probs = logits.float().softmax(1).cpu().numpy()
             all_cams.append(cams.astype(np.float16))
             drawn = []
             for (path, label, gray, original), p, c in zip(batch, probs, cams, strict=True):
                 predicted = int(p.argmax())
                 stem = f"{len(results):04d}_{Path(path).stem}"
-                title = panel_title(path, label, classes[predicted], meta["model_name"])
+                title = panel_title(path, label, classes[predicted], run.model_name)
                 drawn += draw_pictures(writer, (gray, original, c, p), classes, cam_cfg, out_dir, stem, title, label)
                 result = {"path": path, "label": label, "predicted": classes[predicted],
                           "probability": float(p[predicted]), "probs": p}
@@ -140,7 +126,7 @@ def explain_checkpoint(payload: dict, at_layer: tuple[torch.nn.Module, str, torc
                             paths=np.array([r["path"] for r in results]),
                             labels=np.array([r["label"] or "" for r in results]),
                             predicted=np.array([classes.index(r["predicted"]) for r in results]),
-                            class_names=np.array(classes), method=cam_cfg["method"], layer=layer_name)
+                            class_names=np.array(classes), method=cam_cfg["method"], layer=layer.name)
     return results, failures
 
 
@@ -214,22 +200,21 @@ def comparison_rows(per_model: list[list[dict]], paths: list[str]) -> list[dict]
 def explain(cfg: dict, run_dir: Path) -> list[str]:
     """Explain every checkpoint; returns the files that could not be read."""
     validate_explain_config(cfg)
-    paths = checkpoint_paths(cfg["ckpt"], cfg["sweep"])
-    payloads = [{**load_checkpoint(p), "path": str(p)} for p in paths]
-    samples = select_samples(cfg, payloads[0])
     device = select_device(cfg["device"], key="device")
-    at_layers = [cam_layer(p, cfg["cam"]) for p in payloads]  # options that do not fit stop it before it writes
+    runs = load_runs(cfg["ckpt"], cfg["sweep"], device)
+    samples = select_samples(cfg, runs[0])
+    layers = [cam_layer(run, cfg["cam"]) for run in runs]  # options that do not fit stop it before it writes
     claim_run_dir(run_dir, "explain")
-    names = [p["meta"]["model_name"] for p in payloads]
-    if len({p["meta"]["split"]["sha256"] for p in payloads}) > 1 and cfg["split"]:
+    names = [run.model_name for run in runs]
+    if len({run.split_sha256 for run in runs}) > 1 and cfg["split"]:
         log.warning("the checkpoints were trained on different splits; the %s images come from the first "
                     "one's, and may have been seen in training by the others", cfg["split"])
-    compared = comparison_paths(samples) if len(payloads) > 1 else []
+    compared = comparison_paths(samples) if len(runs) > 1 else []
     per_model, failures = [], []
-    for i, payload in enumerate(payloads):
-        out_dir = run_dir if len(payloads) == 1 else run_dir / f"{i}_{names[i]}"
-        results, failed = explain_checkpoint(payload, at_layers[i], samples, cfg["cam"], cfg["batch_size"], device,
-                                             out_dir, keep=set(compared))
+    for i, run in enumerate(runs):
+        out_dir = run_dir if len(runs) == 1 else run_dir / f"{i}_{names[i]}"
+        results, failed = explain_run(run, layers[i], samples, cfg["cam"], cfg["batch_size"], out_dir,
+                                      keep=set(compared))
         per_model.append(results)
         failures = failures or failed  # the same files fail for every model
     rows = comparison_rows(per_model, compared)
@@ -239,7 +224,7 @@ def explain(cfg: dict, run_dir: Path) -> list[str]:
     if not per_model[0]:
         raise CxrcamError(f"none of the {len(samples)} image(s) could be read ({', '.join(failures[:3])}"
                           f"{', ...' if len(failures) > 3 else ''}); nothing was explained")
-    log.info("explained %d image(s) with %d model(s) into %s", len(per_model[0]), len(payloads), run_dir)
+    log.info("explained %d image(s) with %d model(s) into %s", len(per_model[0]), len(runs), run_dir)
     return failures
 
 

@@ -10,12 +10,6 @@ from cxrcam.evaluation.localisation import localisation_scores
 from cxrcam.evaluation.samples import Sample
 from cxrcam.evaluation.stats import bootstrap_ci
 
-# hit rates and the chance level each is shown beside
-CHANCE = {"pointing": "pointing_chance", "pointing_tolerant": "pointing_tolerant_chance",
-          "energy": "pointing_chance", "zone_hit": "zone_hit_chance",
-          "lung_share": "lung_share_flat", "marker_share": "marker_share_flat"}
-
-
 def image_scores(cam: np.ndarray, sample: Sample, settings: dict) -> dict:
     """Every score one image's CAM gets from the masks it has. ``settings``: tolerance_px,
     peripheral_from, criteria (this class's expected pattern), thresholds."""

@@ -15,6 +15,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from cxrcam.evaluation.attribution import AXES  # noqa: E402
+from cxrcam.evaluation.results import CamEvaluation, Score, ShortcutAudit  # noqa: E402
 from cxrcam.reporting.overlays import overlay_rgb  # noqa: E402
 
 LOCALISATION = (("pointing", "pointing game"), ("pointing_tolerant", "pointing game, tolerant"),
@@ -22,14 +23,9 @@ LOCALISATION = (("pointing", "pointing game"), ("pointing_tolerant", "pointing g
 MARGINALS = [name for names in AXES.values() for name in names]
 
 
-def result_label(result: dict) -> str:
-    grid = "x".join(map(str, result["grid"]))
-    return f"{result['model']} {result['method']} @ {result['layer']} ({grid})"
-
-
-def figure_label(result: dict) -> str:
-    """result_label on two lines, for axis labels beside a small panel."""
-    return result_label(result).replace(" @ ", "\n@ ")
+def figure_label(result: CamEvaluation) -> str:
+    """The result's label on two lines, for axis labels beside a small panel."""
+    return result.label.replace(" @ ", "\n@ ")
 
 
 def _save(fig, path: Path) -> None:
@@ -39,7 +35,7 @@ def _save(fig, path: Path) -> None:
     plt.close(fig)
 
 
-def _class_grid(results: list[dict], classes: list[str], draw, path: Path, title: str, cell: float) -> None:
+def _class_grid(results: list[CamEvaluation], classes: list[str], draw, path: Path, title: str, cell: float) -> None:
     """Rows = model/method/layer, columns = classes; ``draw(ax, result, cls)`` fills a cell."""
     fig, axes = plt.subplots(len(results), len(classes), figsize=(cell * len(classes), (cell + 0.1) * len(results)),
                              squeeze=False)
@@ -57,20 +53,20 @@ def _class_grid(results: list[dict], classes: list[str], draw, path: Path, title
     _save(fig, path)
 
 
-def plot_examples(results: list[dict], classes: list[str], path: Path) -> None:
+def plot_examples(results: list[CamEvaluation], classes: list[str], path: Path) -> None:
     """The first test image of each class with its CAM."""
     def draw(ax, result, cls):
-        if cls in result["arrays"]["example"]:
-            ax.imshow(overlay_rgb(*result["arrays"]["example"][cls]))
+        if cls in result.pictures.examples:
+            ax.imshow(overlay_rgb(*result.pictures.examples[cls]))
 
     _class_grid(results, classes, draw, path, "CAM of the true class, first test image of each class", 2.5)
 
 
-def plot_mean_heatmaps(results: list[dict], classes: list[str], path: Path) -> None:
+def plot_mean_heatmaps(results: list[CamEvaluation], classes: list[str], path: Path) -> None:
     """The class's mean CAM, with the mean lung outline."""
     def draw(ax, result, cls):
-        if cls in result["arrays"]["mean_heatmaps"]:
-            heat, lungs = result["arrays"]["mean_heatmaps"][cls]
+        if cls in result.pictures.mean_heatmaps:
+            heat, lungs = result.pictures.mean_heatmaps[cls]
             ax.imshow(heat, cmap="jet", vmin=0, vmax=max(float(heat.max()), 1e-6))
             if lungs is not None:
                 ax.contour(lungs, levels=[0.5], colors="white", linewidths=1.0)
@@ -79,28 +75,25 @@ def plot_mean_heatmaps(results: list[dict], classes: list[str], path: Path) -> N
                 "mean lung outline; patient's right on the left)", 2.4)
 
 
-def plot_localisation(results: list[dict], classes: list[str], path: Path) -> None:
+def plot_localisation(results: list[CamEvaluation], classes: list[str], path: Path) -> None:
     """One panel per score: bars per class and model with 95 % CIs; black ticks: chance level."""
-    groups = ["all"] + [c for c in classes if any(c in r["scores"].get("pointing", {}).get("per_class", {})
+    groups = ["all"] + [c for c in classes if any("pointing" in r.scores and c in r.scores["pointing"].per_class
                                                    for r in results)]
     fig, axes = plt.subplots(2, 3, figsize=(14, 7.6), squeeze=False)
     width = 0.8 / len(results)
     for ax, (metric, title) in zip(axes.flat, LOCALISATION, strict=False):
         for m, result in enumerate(results):
-            summary = result["scores"].get(metric)
-            if not summary:
+            score = result.scores.get(metric)
+            if not score:
                 continue
-            cis = [summary["overall"] if g == "all" else summary["per_class"].get(g) for g in groups]
+            cis = [score.of(None if g == "all" else g) for g in groups]
             x = np.arange(len(groups)) + (m - (len(results) - 1) / 2) * width
-            means = np.array([ci["mean"] if ci else np.nan for ci in cis])
-            errors = np.array([[ci["mean"] - ci["low"], ci["high"] - ci["mean"]] if ci else [0, 0] for ci in cis]).T
-            ax.bar(x, means, width, yerr=errors, capsize=2, label=result_label(result))
-            chance_key = {"energy": "pointing_chance"}.get(metric, f"{metric}_chance")
-            if chance_key in result["scores"]:
-                chance = result["scores"][chance_key]
-                levels = [chance["overall"] if g == "all" else chance["per_class"].get(g) for g in groups]
-                ax.scatter(x, [lv["mean"] if lv else np.nan for lv in levels], marker="_", s=120, color="black",
-                           zorder=3, label="chance" if m == 0 else None)
+            means = np.array([ci.mean if ci else np.nan for ci in cis])
+            errors = np.array([[ci.mean - ci.low, ci.high - ci.mean] if ci else [0, 0] for ci in cis]).T
+            ax.bar(x, means, width, yerr=errors, capsize=2, label=result.label)
+            if score.chance:
+                levels = [_mean(score.chance, g) for g in groups]
+                ax.scatter(x, levels, marker="_", s=120, color="black", zorder=3, label="chance" if m == 0 else None)
         ax.set_xticks(np.arange(len(groups)), groups, rotation=20, fontsize=8)
         ax.set_ylim(0, 1)
         ax.set_title(title, fontsize=10)
@@ -110,7 +103,7 @@ def plot_localisation(results: list[dict], classes: list[str], path: Path) -> No
     _save(fig, path)
 
 
-def plot_zone_profiles(results: list[dict], classes: list[str], path: Path) -> None:
+def plot_zone_profiles(results: list[CamEvaluation], classes: list[str], path: Path) -> None:
     """Rows = model/layer, columns = classes: CAM mass per height, side and depth (coloured) next to
     the lung area's share (grey), which is what a flat map would give."""
     fig, axes = plt.subplots(len(results), len(classes), figsize=(3.2 * len(classes), 2.4 * len(results)),
@@ -119,9 +112,9 @@ def plot_zone_profiles(results: list[dict], classes: list[str], path: Path) -> N
     for r, result in enumerate(results):
         for c, cls in enumerate(classes):
             ax = axes[r, c]
-            profile = result["zone_profiles"].get(cls)
+            profile = result.zone_profiles.get(cls)
             if profile:
-                cam, area = (_marginals(profile[k]) for k in ("cam", "area"))
+                cam, area = _marginals(profile.cam), _marginals(profile.area)
                 ax.bar(x - 0.2, area, 0.4, color="0.75", label="lung area")
                 ax.bar(x + 0.2, cam, 0.4, color="tab:red", label="CAM mass")
             ax.set_xticks(x, MARGINALS, rotation=60, fontsize=7)
@@ -137,61 +130,69 @@ def plot_zone_profiles(results: list[dict], classes: list[str], path: Path) -> N
     _save(fig, path)
 
 
+def _mean(score: Score, group: str) -> float:
+    ci = score.of(None if group == "all" else group)
+    return ci.mean if ci else np.nan
+
+
+def _agreeing(agreement) -> float:
+    return agreement.agrees.mean if agreement else np.nan
+
+
 def _marginals(zone_shares: dict) -> list[float]:
     return [sum(v for zone, v in zone_shares.items() if name in zone.split("-")) for name in MARGINALS]
 
 
-def plot_pattern_agreement(results: list[dict], classes: list[str], path: Path) -> None:
+def plot_pattern_agreement(results: list[CamEvaluation], classes: list[str], path: Path) -> None:
     """Rows = the lesion masks (reference), then model/layer; columns = class: criterion; cells: the
     share of images whose CAM agrees."""
-    columns = [(c, crit) for c in classes for crit in results[0]["patterns"].get(c, [])]
-    rows = [("lesion masks (reference)", results[0]["lesion_patterns"])] + [(result_label(r), r["scores"])
-                                                                            for r in results]
-    values = np.array([[scores.get(f"pattern:{crit}", {}).get("per_class", {}).get(c, {}).get("mean", np.nan)
-                        for c, crit in columns] for _, scores in rows])
+    columns = [(c, crit) for c in classes for crit in results[0].expected_patterns.get(c, [])]
+    rows = [("lesion masks (reference)", results[0], True)] + [(r.label, r, False) for r in results]
+    values = np.array([[_agreeing(result.pattern(c, crit, reference)) for c, crit in columns]
+                       for _, result, reference in rows])
     fig, ax = plt.subplots(figsize=(1.1 * len(columns) + 3, 0.55 * len(rows) + 1.8))
     image = ax.imshow(values, cmap="RdYlGn", vmin=0, vmax=1, aspect="auto")
     for (i, j), v in np.ndenumerate(values):
         ax.text(j, i, "n/a" if np.isnan(v) else f"{v:.2f}", ha="center", va="center", fontsize=8)
     ax.set_xticks(np.arange(len(columns)), [f"{c}\n{crit}" for c, crit in columns], fontsize=7, rotation=30)
-    ax.set_yticks(np.arange(len(rows)), [label for label, _ in rows], fontsize=8)
+    ax.set_yticks(np.arange(len(rows)), [label for label, _, _ in rows], fontsize=8)
     fig.colorbar(image, ax=ax, label="share of images agreeing")
     ax.set_title("Agreement with the expected pattern of each class", fontsize=10)
     _save(fig, path)
 
 
-def plot_sanity(results: list[dict], path: Path) -> None:
+def plot_sanity(results: list[CamEvaluation], path: Path) -> None:
     """One panel per model/layer: rank correlation and SSIM with the trained CAM as blocks are
     re-initialised from the output end; a passing method falls (dashed: 0.3)."""
-    checked = [r for r in results if r.get("sanity")]
+    checked = [r for r in results if r.sanity]
     columns = min(3, len(checked))
     rows = -(-len(checked) // columns)
     fig, axes = plt.subplots(rows, columns, figsize=(4.6 * columns, 3.9 * rows), squeeze=False)
     for ax in axes.flat[len(checked):]:
         ax.axis("off")
     for ax, result in zip(axes.flat, checked, strict=False):
-        steps = result["sanity"]
+        steps = result.sanity.steps
         x = np.arange(len(steps))
-        ax.plot(x, [s["rank_correlation"] for s in steps], "o-", label="Spearman rank correlation")
-        ax.plot(x, [s["ssim"] for s in steps], "s--", label="SSIM")
-        ax.axhline(0.3, color="black", linestyle=":", linewidth=1)
-        ax.set_xticks(x, [s["block"] for s in steps], rotation=90, fontsize=6)
+        ax.plot(x, [s.rank_correlation for s in steps], "o-", label="Spearman rank correlation")
+        ax.plot(x, [s.ssim for s in steps], "s--", label="SSIM")
+        ax.axhline(result.sanity.threshold, color="black", linestyle=":", linewidth=1)
+        ax.set_xticks(x, [s.block for s in steps], rotation=90, fontsize=6)
         ax.set_ylim(-0.5, 1.05)
-        ax.set_title(result_label(result), fontsize=9)
+        ax.set_title(result.label, fontsize=9)
         ax.set_xlabel("randomised down to block (cumulative)", fontsize=8)
     axes[0, 0].legend(fontsize=7)
     _save(fig, path)
 
 
-def plot_road(results: list[dict], path: Path) -> None:
+def plot_road(results: list[CamEvaluation], path: Path) -> None:
     """Probability change as the most (solid) or least (dashed) relevant pixels are imputed."""
     fig, ax = plt.subplots(figsize=(9.5, 3.8))
-    for i, result in enumerate(r for r in results if "faithfulness" in r):
-        faith = result["faithfulness"]
-        removed = [100 - p for p in faith["percentiles"]]
+    for i, result in enumerate(r for r in results if r.faithfulness):
+        faith = result.faithfulness
+        removed = [100 - p for p in faith.percentiles]
         colour = f"C{i}"
-        ax.plot(removed, faith["road_morf"], "o-", color=colour, label=f"{result_label(result)} most relevant first")
-        ax.plot(removed, faith["road_lerf"], "o--", color=colour, label="least relevant first")
+        ax.plot(removed, faith.road_morf, "o-", color=colour, label=f"{result.label} most relevant first")
+        ax.plot(removed, faith.road_lerf, "o--", color=colour, label="least relevant first")
     ax.axhline(0, color="black", linewidth=0.8)
     ax.set_xlabel("% of pixels removed (ROAD imputation)")
     ax.set_ylabel("change in true-class probability")
@@ -199,25 +200,26 @@ def plot_road(results: list[dict], path: Path) -> None:
     _save(fig, path)
 
 
-def plot_shortcut(audit: dict, path: Path) -> None:
+def plot_shortcut(audit: ShortcutAudit, path: Path) -> None:
     """Columns = roles (confounded first); per CAM method two rows: the mean CAM over the marked
     images in the image frame, then the CAM of one marked image."""
-    methods = list(dict.fromkeys(r["method"] for r in audit["rows"]))
-    roles = list(dict.fromkeys(r["role"] for r in audit["rows"]))
+    methods = list(dict.fromkeys(row.evaluation.method for row in audit.rows))
+    roles = list(dict.fromkeys(row.role for row in audit.rows))
     fig, axes = plt.subplots(2 * len(methods), len(roles), figsize=(3.3 * len(roles), 3.4 * 2 * len(methods)),
                              squeeze=False)
-    for row in audit["rows"]:
-        top, m = 2 * methods.index(row["method"]), roles.index(row["role"])
-        means = [heat for heat, _ in row["arrays"]["mean_heatmaps"].values()]
-        counts = [row["scores"]["lung_share"]["per_class"][c]["n"] for c in row["arrays"]["mean_heatmaps"]]
-        mean = np.average(means, axis=0, weights=counts)
+    for row in audit.rows:
+        result = row.evaluation
+        top, m = 2 * methods.index(result.method), roles.index(row.role)
+        heatmaps = result.pictures.mean_heatmaps
+        counts = [result.scores["lung_share"].per_class[c].n for c in heatmaps]
+        mean = np.average([heat for heat, _ in heatmaps.values()], axis=0, weights=counts)
         axes[top, m].imshow(mean, cmap="jet", vmin=0, vmax=max(float(mean.max()), 1e-6))
-        share = row["scores"]["marker_share"]["overall"]["mean"]
-        axes[top, m].set_title(f"{row['role']} {row['model']}, {row['method']}\nmean CAM: {share:.1%} on the marker",
+        share = result.scores["marker_share"].overall.mean
+        axes[top, m].set_title(f"{row.role} {result.model}, {result.method}\nmean CAM: {share:.1%} on the marker",
                                fontsize=9)
-        gray, cam = next(iter(row["arrays"]["example"].values()))
+        gray, cam = next(iter(result.pictures.examples.values()))
         axes[top + 1, m].imshow(overlay_rgb(gray, cam))
-        axes[top + 1, m].set_title(f"{row['method']}, one marked test image", fontsize=9)
+        axes[top + 1, m].set_title(f"{result.method}, one marked test image", fontsize=9)
     for ax in axes.flat:
         ax.set_xticks([])
         ax.set_yticks([])

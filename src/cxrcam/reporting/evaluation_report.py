@@ -13,36 +13,33 @@ from collections import Counter
 from pathlib import Path
 
 from cxrcam.data.split import read_split
+from cxrcam.evaluation.results import PASS_RANK_CORRELATION, CamEvaluation, Interval, ShortcutAudit
+from cxrcam.loaded_run import LoadedRun
 from cxrcam.reporting import evaluation_figures as figures
-from cxrcam.reporting.evaluation_figures import result_label
 
-PASS_RANK_CORRELATION = 0.3  # a sanity check passes when the fully randomised CAM falls below this
+FAITHFULNESS = {"faithful": "the pixels it marks matter to the model",
+                "indistinguishable": "not distinguishable from a map the model ignores",
+                "inverted": "removing its least relevant pixels hurts more than its most relevant ones"}
 
 
-def ci_text(ci: dict | None, percent: bool = False) -> str:
-    if not ci or not ci.get("n"):
+def ci_text(ci: Interval | None, percent: bool = False) -> str:
+    if not ci or not ci.n:
         return "n/a"
     f = (lambda v: f"{v:.1%}") if percent else (lambda v: f"{v:.2f}")
-    return f"{f(ci['mean'])} [{f(ci['low'])}, {f(ci['high'])}]"
+    return f"{f(ci.mean)} [{f(ci.low)}, {f(ci.high)}]"
 
 
-def overall(result: dict, metric: str) -> dict | None:
-    return result["scores"].get(metric, {}).get("overall")
+def _ci(result: CamEvaluation, metric: str, cls: str | None = None) -> Interval | None:
+    """A score's interval, overall (cls None) or for one class; None where it was not scored."""
+    score = result.scores.get(metric)
+    return score.of(cls) if score else None
 
 
-def per_class(result: dict, metric: str, cls: str) -> dict | None:
-    return result["scores"].get(metric, {}).get("per_class", {}).get(cls)
-
-
-def _ci_of(result: dict, metric: str, cls: str | None) -> dict | None:
-    """Overall (cls None) or one class's interval."""
-    return overall(result, metric) if cls is None else per_class(result, metric, cls)
-
-
-def _hit(result: dict, metric: str, chance: str, cls: str | None = None) -> str:
-    """A hit rate with its CI and chance level, e.g. '0.74 [0.66, 0.81] (chance 0.06)'."""
-    value, level = _ci_of(result, metric, cls), _ci_of(result, chance, cls)
-    return "n/a" if not value else f"{ci_text(value)} (chance {level['mean']:.2f})"
+def _hit(result: CamEvaluation, metric: str, cls: str | None = None) -> str:
+    """A hit rate or share with its CI and chance level, e.g. '0.74 [0.66, 0.81] (chance 0.06)'."""
+    score = result.scores.get(metric)
+    value = score.of(cls) if score else None
+    return "n/a" if not value else f"{ci_text(value)} (chance {score.chance.of(cls).mean:.2f})"
 
 
 class Document:
@@ -115,18 +112,19 @@ figure{margin:1em 0}img{max-width:100%;border:1px solid #eee}figcaption{font-siz
 li{margin:.25em 0}.wide{overflow-x:auto}"""
 
 
-def write_report(results: list[dict], audit: dict | None, payloads: list[dict], cfg: dict, out_dir: Path) -> None:
+def write_report(results: list[CamEvaluation], audit: ShortcutAudit | None, runs: list[LoadedRun], cfg: dict,
+                 out_dir: Path) -> None:
     """report.html (self-contained) and report.md (figures in figures/) for one run or a sweep."""
     fig_dir = out_dir / "figures"
     fig_dir.mkdir(parents=True, exist_ok=True)
-    classes = payloads[0]["meta"]["class_names"]
-    doc = Document(f"cxrcam evaluation: {', '.join(dict.fromkeys(r['model'] for r in results))}")
-    methods = ", ".join(dict.fromkeys(r["method"] for r in results))
+    classes = runs[0].class_names
+    doc = Document(f"cxrcam evaluation: {', '.join(dict.fromkeys(r.model for r in results))}")
+    methods = ", ".join(dict.fromkeys(r.method for r in results))
     doc.para(f"CAM method(s): {methods}; every CAM is the map of the image's true class on the {cfg['split']} "
              "split. Intervals are 95 % percentile-bootstrap confidence intervals over images "
              f"({cfg['bootstrap']['n_resamples']} resamples, seed {cfg['seed']}).")
-    _data_section(doc, results, payloads, cfg)
-    _models_section(doc, results, payloads)
+    _data_section(doc, results, classes)
+    _models_section(doc, results, runs)
     _cams_section(doc, results, classes, fig_dir)
     _comparison_section(doc, results)
     _zones_section(doc, results, classes, fig_dir)
@@ -141,42 +139,40 @@ def write_report(results: list[dict], audit: dict | None, payloads: list[dict], 
     (out_dir / "report.md").write_text(doc.markdown(out_dir))
 
 
-def _data_section(doc: Document, results: list[dict], payloads: list[dict], cfg: dict) -> None:
+def _data_section(doc: Document, results: list[CamEvaluation], classes: list[str]) -> None:
     doc.heading("Data")
-    meta = payloads[0]["meta"]
-    split_file = results[0]["split_file"]
-    counts = Counter((r["label"], r["split"]) for r in read_split(split_file, meta["class_names"]))
-    doc.para(f"Split file {split_file}; classes {', '.join(meta['class_names'])}.")
-    doc.table(["class", "train", "val", "test"],
-              [[c] + [counts[(c, s)] for s in ("train", "val", "test")] for c in meta["class_names"]])
-    masks = results[0]["masks"]
-    doc.para(f"Of the {results[0]['n_images']} evaluated images, {masks['lungs']} have a lung mask, "
-             f"{masks['lesion']} a non-empty lesion mask and {masks['marker']} a burned-in marker mask. "
+    first = results[0]
+    counts = Counter((r["label"], r["split"]) for r in read_split(first.split_file, classes))
+    doc.para(f"Split file {first.split_file}; classes {', '.join(classes)}.")
+    doc.table(["class", "train", "val", "test"], [[c] + [counts[(c, s)] for s in ("train", "val", "test")]
+                                                  for c in classes])
+    masks = first.masks
+    doc.para(f"Of the {first.n_images} evaluated images, {masks.lungs} have a lung mask, "
+             f"{masks.lesion} a non-empty lesion mask and {masks.marker} a burned-in marker mask. "
              "Localisation is scored on images with a lesion mask, lung-relative measures on images with "
              "a lung mask."
-             + (f" {masks['one_lung']} lung mask(s) hold one lung only (a pneumonectomy, a collapsed or fully "
+             + (f" {masks.one_lung} lung mask(s) hold one lung only (a pneumonectomy, a collapsed or fully "
                 "opaque lung, or a partial mask): they are scored as one lung with the other side empty, so they "
-                "cannot meet 'bilateral'." if masks["one_lung"] else ""))
+                "cannot meet 'bilateral'." if masks.one_lung else ""))
 
 
-def _models_section(doc: Document, results: list[dict], payloads: list[dict]) -> None:
+def _models_section(doc: Document, results: list[CamEvaluation], runs: list[LoadedRun]) -> None:
     doc.heading("Models and classification metrics")
     rows = []
-    for payload in payloads:
-        metrics_file = Path(payload["path"]).parents[1] / "test_metrics.json"
+    for run in runs:
+        metrics_file = run.run_dir / "test_metrics.json"
         m = json.loads(metrics_file.read_text()) if metrics_file.is_file() else {}
-        meta = payload["meta"]
-        rows.append([Path(payload["path"]).parents[1].name, meta["model_name"], meta["image_size"],
+        rows.append([run.run_dir.name, run.model_name, run.image_size,
                      m.get("epochs", "n/a"), *(f"{m[k]:.3f}" if k in m else "n/a"
                                               for k in ("accuracy", "balanced_accuracy", "macro_f1", "macro_auroc"))])
     doc.table(["run", "model", "input px", "epochs", "test accuracy", "balanced acc.", "macro F1", "macro AUROC"],
               rows)
     doc.table(["model @ layer", "parameters", "CAM grid", "accuracy on evaluated images", "evaluation time"],
-              [[result_label(r), f"{r['parameters'] / 1e6:.1f}M", "x".join(map(str, r["grid"])),
-                f"{r['accuracy']:.3f}", f"{r['seconds']:.0f} s"] for r in results])
+              [[r.label, f"{r.parameters / 1e6:.1f}M", "x".join(map(str, r.grid)), f"{r.accuracy:.3f}",
+                f"{r.seconds:.0f} s"] for r in results])
 
 
-def _cams_section(doc: Document, results: list[dict], classes: list[str], fig_dir: Path) -> None:
+def _cams_section(doc: Document, results: list[CamEvaluation], classes: list[str], fig_dir: Path) -> None:
     doc.heading("Per-class CAMs")
     figures.plot_examples(results, classes, fig_dir / "examples.png")
     doc.figure(fig_dir / "examples.png", "CAM of the true class on the first test image of each class")
@@ -184,23 +180,20 @@ def _cams_section(doc: Document, results: list[dict], classes: list[str], fig_di
     doc.figure(fig_dir / "mean_heatmaps.png", "Mean CAM per class over the evaluated images, lung-aligned")
 
 
-def _comparison_section(doc: Document, results: list[dict]) -> None:
+def _comparison_section(doc: Document, results: list[CamEvaluation]) -> None:
     doc.heading("Model comparison")
     doc.para("Hit rates with 95 % CIs and their chance level (the share of the image where a random point "
              "scores a hit). Lung share: CAM mass inside the lungs (chance: the lungs' share of the image).")
     rows = []
     for r in results:
-        final = r["sanity"][-1]["rank_correlation"] if r.get("sanity") else None
-        road = r.get("faithfulness", {}).get("road_combined")
-        rows.append([result_label(r), _hit(r, "pointing", "pointing_chance"), _hit(r, "zone_hit", "zone_hit_chance"),
-                     _hit(r, "energy", "pointing_chance"), ci_text(overall(r, "otsu_iou")),
-                     _hit(r, "lung_share", "lung_share_flat"), ci_text(road),
-                     "n/a" if final is None else f"{final:.2f}"])
+        rows.append([r.label, _hit(r, "pointing"), _hit(r, "zone_hit"), _hit(r, "energy"), ci_text(_ci(r, "otsu_iou")),
+                     _hit(r, "lung_share"), ci_text(r.faithfulness.road_combined if r.faithfulness else None),
+                     f"{r.sanity.steps[-1].rank_correlation:.2f}" if r.sanity else "n/a"])
     doc.table(["model @ layer (grid)", "pointing game", "zone-level hit", "energy in lesion", "Otsu IoU",
                "lung share", "ROAD combined", "rank corr. fully randomised"], rows)
 
 
-def _zones_section(doc: Document, results: list[dict], classes: list[str], fig_dir: Path) -> None:
+def _zones_section(doc: Document, results: list[CamEvaluation], classes: list[str], fig_dir: Path) -> None:
     doc.heading("Zone profiles and expected patterns")
     doc.para("Zones are thirds of each lung's height, its medial and lateral halves, and the patient's side, "
              "measured on each lung's own extent. A height or depth criterion agrees when the CAM puts more "
@@ -210,27 +203,24 @@ def _zones_section(doc: Document, results: list[dict], classes: list[str], fig_d
     figures.plot_pattern_agreement(results, classes, fig_dir / "pattern_agreement.png")
     doc.figure(fig_dir / "pattern_agreement.png", "Share of each class's images whose CAM shows the expected "
                                                   "pattern (seed: Lung Disease Features)")
-    columns = [(c, criterion) for c in classes for criterion in results[0]["patterns"].get(c, [])]
-    rows = [["lesion masks (reference)"] + [_agreement(results[0]["lesion_patterns"], *col) for col in columns]]
-    rows += [[result_label(r)] + [_agreement(r["scores"], *col) for col in columns] for r in results]
+    columns = [(c, criterion) for c in classes for criterion in results[0].expected_patterns.get(c, [])]
+    rows = [["lesion masks (reference)"] + [_agreement(results[0], *col, reference=True) for col in columns]]
+    rows += [[r.label] + [_agreement(r, *col) for col in columns] for r in results]
     doc.para("Each cell: share of images agreeing [95 % CI] (in brackets: the mean value it was judged on, a "
              "share of lung mass, a left/right ratio or an evenness). The first row scores the lesion masks as "
              "if they were CAMs: a criterion they meet is reachable on this data.")
     doc.table(["model @ layer (grid)", *(f"{c}: {criterion}" for c, criterion in columns)], rows)
 
 
-def _agreement(scores: dict, cls: str, criterion: str) -> str:
-    agrees = scores.get(f"pattern:{criterion}", {}).get("per_class", {}).get(cls)
-    if not agrees:
-        return "n/a"
-    measured = scores[f"pattern_value:{criterion}"]["per_class"][cls]["mean"]
-    return f"{ci_text(agrees)} ({measured:.2f})"
+def _agreement(result: CamEvaluation, cls: str, criterion: str, reference: bool = False) -> str:
+    found = result.pattern(cls, criterion, reference)
+    return "n/a" if not found else f"{ci_text(found.agrees)} ({found.value.mean:.2f})"
 
 
-def _localisation_section(doc: Document, results: list[dict], classes: list[str], fig_dir: Path,
+def _localisation_section(doc: Document, results: list[CamEvaluation], classes: list[str], fig_dir: Path,
                           cfg: dict) -> None:
     doc.heading("Localisation against lesion masks")
-    if not any("pointing" in r["scores"] for r in results):
+    if not any("pointing" in r.scores for r in results):
         doc.para("No evaluated image has a lesion mask (<class>/lesion_masks/ beside images/): localisation "
                  "was not scored.")
         return
@@ -245,19 +235,17 @@ def _localisation_section(doc: Document, results: list[dict], classes: list[str]
     for r in results:
         for c in ["all"] + classes:
             cls = None if c == "all" else c
-            pointing = _ci_of(r, "pointing", cls)
+            pointing = _ci(r, "pointing", cls)
             if pointing is None:
                 continue
-            rows.append([result_label(r), c, pointing["n"], _hit(r, "pointing", "pointing_chance", cls),
-                         _hit(r, "pointing_tolerant", "pointing_tolerant_chance", cls),
-                         _hit(r, "zone_hit", "zone_hit_chance", cls), ci_text(_ci_of(r, "energy", cls)),
-                         ci_text(_ci_of(r, "otsu_iou", cls))])
+            rows.append([r.label, c, pointing.n, _hit(r, "pointing", cls), _hit(r, "pointing_tolerant", cls),
+                         _hit(r, "zone_hit", cls), ci_text(_ci(r, "energy", cls)), ci_text(_ci(r, "otsu_iou", cls))])
     doc.table(["model @ layer (grid)", "class", "images", "pointing game", "pointing, tolerant", "zone-level hit",
                "energy in lesion", "Otsu IoU"], rows)
 
 
-def _faithfulness_section(doc: Document, results: list[dict], fig_dir: Path) -> None:
-    checked = [r for r in results if "faithfulness" in r]
+def _faithfulness_section(doc: Document, results: list[CamEvaluation], fig_dir: Path) -> None:
+    checked = [r for r in results if r.faithfulness]
     if not checked:
         return
     doc.heading("Faithfulness")
@@ -268,13 +256,13 @@ def _faithfulness_section(doc: Document, results: list[dict], fig_dir: Path) -> 
     figures.plot_road(checked, fig_dir / "road.png")
     doc.figure(fig_dir / "road.png", "ROAD: true-class probability change against the share of pixels removed")
     doc.table(["model @ layer (grid)", "images", "ROAD combined", "confidence drop", "confidence increase rate"],
-              [[result_label(r), r["faithfulness"]["n_images"], ci_text(r["faithfulness"]["road_combined"]),
-                ci_text(r["faithfulness"]["confidence_drop"]), ci_text(r["faithfulness"]["confidence_increase"])]
+              [[r.label, r.faithfulness.n_images, ci_text(r.faithfulness.road_combined),
+                ci_text(r.faithfulness.confidence_drop), ci_text(r.faithfulness.confidence_increase)]
                for r in checked])
 
 
-def _sanity_section(doc: Document, results: list[dict], fig_dir: Path) -> None:
-    checked = [r for r in results if r.get("sanity")]
+def _sanity_section(doc: Document, results: list[CamEvaluation], fig_dir: Path) -> None:
+    checked = [r for r in results if r.sanity]
     if not checked:
         return
     doc.heading("Sanity check: cascading model-parameter randomisation")
@@ -285,111 +273,75 @@ def _sanity_section(doc: Document, results: list[dict], fig_dir: Path) -> None:
     doc.figure(fig_dir / "sanity.png", "Similarity to the trained model's CAM as blocks are randomised")
     doc.table(["model @ layer (grid)", "blocks", "rank corr. after the top block", "rank corr. fully randomised",
                "SSIM fully randomised", "passes"],
-              [[result_label(r), len(r["sanity"]) - 1, f"{r['sanity'][1]['rank_correlation']:.2f}",
-                f"{r['sanity'][-1]['rank_correlation']:.2f}", f"{r['sanity'][-1]['ssim']:.2f}",
-                "yes" if r["sanity"][-1]["rank_correlation"] < PASS_RANK_CORRELATION else "no"] for r in checked])
+              [[r.label, len(r.sanity.steps) - 1, f"{r.sanity.steps[1].rank_correlation:.2f}",
+                f"{r.sanity.steps[-1].rank_correlation:.2f}", f"{r.sanity.steps[-1].ssim:.2f}",
+                "yes" if r.sanity.passes else "no"] for r in checked])
 
 
-def _shortcut_section(doc: Document, audit: dict, fig_dir: Path) -> None:
+def _shortcut_section(doc: Document, audit: ShortcutAudit, fig_dir: Path) -> None:
     doc.heading("Shortcut audit: a burned-in marker")
     doc.para(f"Confounded: trained on data where a burned-in corner marker goes with some classes more than "
              f"others. Control (when given): the same training with the marker on every class alike. Clean: the "
-             f"evaluated model(s) of the same architecture. All on the {audit['n_marked']} test images (of "
-             f"{audit['n_images']}) of "
+             f"evaluated model(s) of the same architecture. All on the {audit.n_marked} test images (of "
+             f"{audit.n_images}) of "
              "the confounded run that carry the marker. Marker share: CAM mass on the marker (chance: its share "
              "of the image); per class, since the shortcut is a class's.")
     figures.plot_shortcut(audit, fig_dir / "shortcut.png")
     doc.figure(fig_dir / "shortcut.png", "Where the confounded and the clean model look on marked images")
-    classes = list(audit["rows"][0]["scores"]["marker_share"]["per_class"])
+    classes = list(audit.rows[0].evaluation.scores["marker_share"].per_class)
     doc.table(["role", "model @ layer (grid)", "marker share, all", *(f"marker share, {c}" for c in classes),
                "lung share", "accuracy on marked images"],
-              [[r["role"], result_label(r), _hit(r, "marker_share", "marker_share_flat"),
-                *(ci_text(per_class(r, "marker_share", c)) for c in classes),
-                _hit(r, "lung_share", "lung_share_flat"), f"{r['accuracy']:.3f}"] for r in audit["rows"]])
+              [[row.role, row.evaluation.label, _hit(row.evaluation, "marker_share"),
+                *(ci_text(_ci(row.evaluation, "marker_share", c)) for c in classes),
+                _hit(row.evaluation, "lung_share"), f"{row.evaluation.accuracy:.3f}"] for row in audit.rows])
 
 
-def _versus_chance(ci: dict, chance: float) -> str:
-    if ci["low"] > chance:
-        return "above chance"
-    if ci["high"] < chance:
-        return "below chance"
-    return "not distinguishable from chance"
-
-
-def conclusions(results: list[dict], audit: dict | None) -> list[str]:
-    """Findings stated from the numbers: localisation against chance, lung share, patterns, sanity,
+def conclusions(results: list[CamEvaluation], audit: ShortcutAudit | None) -> list[str]:
+    """The evaluation's verdicts in words: localisation against chance, lung share, patterns, sanity,
     faithfulness and the shortcut audit."""
     out = []
-    located = [r for r in results if overall(r, "pointing")]
+    located = [r for r in results if "pointing" in r.scores]
     if located:
-        best = max(located, key=lambda r: overall(r, "pointing")["mean"])
-        out.append(f"Best localisation: {result_label(best)} puts its CAM peak inside the lesion on "
-                   f"{_hit(best, 'pointing', 'pointing_chance')} of lesion images, and within the pointing "
-                   f"game's tolerance on {_hit(best, 'pointing_tolerant', 'pointing_tolerant_chance')}.")
+        best = max(located, key=lambda r: r.scores["pointing"].overall.mean)
+        out.append(f"Best localisation: {best.label} puts its CAM peak inside the lesion on "
+                   f"{_hit(best, 'pointing')} of lesion images, and within the pointing "
+                   f"game's tolerance on {_hit(best, 'pointing_tolerant')}.")
         for r in located:
-            point, zone = overall(r, "pointing"), overall(r, "zone_hit")
-            text = (f"{result_label(r)}: pointing game {_versus_chance(point, overall(r, 'pointing_chance')['mean'])}"
-                    f" ({point['mean']:.2f})")
+            point, zone = r.scores["pointing"], r.scores.get("zone_hit")
+            text = f"{r.label}: pointing game {point.versus_chance} chance ({point.overall.mean:.2f})"
             if zone:
-                text += (f", zone-level hit {_versus_chance(zone, overall(r, 'zone_hit_chance')['mean'])} "
-                         f"({zone['mean']:.2f})")
-            if min(r["grid"]) <= 4:
-                text += f"; its {'x'.join(map(str, r['grid']))} CAM grid is too coarse to point inside a lesion"
+                text += f", zone-level hit {zone.versus_chance} chance ({zone.overall.mean:.2f})"
+            if r.grid_too_coarse:
+                text += f"; its {'x'.join(map(str, r.grid))} CAM grid is too coarse to point inside a lesion"
             out.append(text + ".")
     for r in results:
-        lung, flat = overall(r, "lung_share"), overall(r, "lung_share_flat")
-        if lung and lung["high"] < flat["mean"]:
-            out.append(f"{result_label(r)} puts {lung['mean']:.0%} of its CAM mass in the lungs, less than a flat "
-                       f"map ({flat['mean']:.0%}): it looks outside the lungs; check it for shortcuts.")
+        lung = r.scores.get("lung_share")
+        if lung and lung.versus_chance == "below":
+            out.append(f"{r.label} puts {lung.overall.mean:.0%} of its CAM mass in the lungs, less than a flat "
+                       f"map ({lung.chance.overall.mean:.0%}): it looks outside the lungs; check it for shortcuts.")
         elif lung:
-            out.append(f"{result_label(r)} puts {lung['mean']:.0%} of its CAM mass in the lungs "
-                       f"(a flat map: {flat['mean']:.0%}).")
-        agreed, missed = [], []
-        for cls, criteria in r["patterns"].items():
-            for criterion in criteria:
-                ci = per_class(r, f"pattern:{criterion}", cls)
-                if ci:
-                    (agreed if ci["mean"] >= 0.5 else missed).append(f"{cls} {criterion} ({ci['mean']:.0%})")
-        if agreed or missed:
-            out.append(f"{result_label(r)} shows the expected pattern for most images in {len(agreed)} of "
-                       f"{len(agreed) + len(missed)} criteria" + (f"; not for {', '.join(missed)}." if missed else "."))
-        if r.get("sanity"):
-            final = r["sanity"][-1]["rank_correlation"]
-            verdict = "passes" if final < PASS_RANK_CORRELATION else "fails"
-            out.append(f"{result_label(r)} {verdict} the randomisation sanity check: rank correlation "
-                       f"{final:.2f} once every block is randomised.")
-        road = r.get("faithfulness", {}).get("road_combined")
-        if road:
-            faithful = ("the pixels it marks matter to the model" if road["low"] > 0 else
-                        "not distinguishable from a map the model ignores" if road["high"] >= 0 else
-                        "removing its least relevant pixels hurts more than its most relevant ones")
-            out.append(f"{result_label(r)} ROAD combined {ci_text(road)}: {faithful}.")
+            out.append(f"{r.label} puts {lung.overall.mean:.0%} of its CAM mass in the lungs "
+                       f"(a flat map: {lung.chance.overall.mean:.0%}).")
+        shown = [f"{p.cls} {p.criterion} ({p.agrees.mean:.0%})" for p in r.patterns if p.shown]
+        missed = [f"{p.cls} {p.criterion} ({p.agrees.mean:.0%})" for p in r.patterns if not p.shown]
+        if r.patterns:
+            out.append(f"{r.label} shows the expected pattern for most images in {len(shown)} of "
+                       f"{len(r.patterns)} criteria" + (f"; not for {', '.join(missed)}." if missed else "."))
+        if r.sanity:
+            out.append(f"{r.label} {'passes' if r.sanity.passes else 'fails'} the randomisation sanity check: rank "
+                       f"correlation {r.sanity.steps[-1].rank_correlation:.2f} once every block is randomised.")
+        if r.faithfulness:
+            out.append(f"{r.label} ROAD combined {ci_text(r.faithfulness.road_combined)}: "
+                       f"{FAITHFULNESS[r.faithfulness.verdict]}.")
     if audit:
         out += _shortcut_findings(audit)
     return out
 
 
-def _shortcut_findings(audit: dict) -> list[str]:
-    """Per CAM method, the confounded model against each other row: marker share (separated when
-    the intervals do not overlap) and lung share."""
-    out = []
-    for method in dict.fromkeys(r["method"] for r in audit["rows"]):
-        rows = [r for r in audit["rows"] if r["method"] == method]
-        out += _versus_confounded(rows[0], rows[1:])
-    return out
-
-
-def _versus_confounded(confounded: dict, others: list[dict]) -> list[str]:
-    out = []
-    share = overall(confounded, "marker_share")
-    for other in others:
-        theirs = overall(other, "marker_share")
-        verdict = ("more" if share["low"] > theirs["high"] else "less" if share["high"] < theirs["low"] else
-                   "no clearly different")
-        out.append(f"Shortcut audit, {confounded['method']}: the confounded {confounded['model']} puts "
-                   f"{ci_text(share, True)} of its CAM mass on the marker, {verdict} than the {other['role']} "
-                   f"{other['model']} ({ci_text(theirs, True)}; "
-                   f"flat map {overall(confounded, 'marker_share_flat')['mean']:.1%}), and "
-                   f"{overall(confounded, 'lung_share')['mean']:.0%} in the lungs against "
-                   f"{overall(other, 'lung_share')['mean']:.0%}.")
-    return out
+def _shortcut_findings(audit: ShortcutAudit) -> list[str]:
+    """Per CAM method, the confounded model's marker share against each other model's, and lung shares."""
+    confounded = audit.rows[0].evaluation.model
+    return [f"Shortcut audit, {c.method}: the confounded {confounded} puts {ci_text(c.confounded, True)} of its CAM "
+            f"mass on the marker, {c.difference} than the {c.role} {c.model} ({ci_text(c.other, True)}; flat map "
+            f"{c.flat:.1%}), and {c.confounded_lungs.mean:.0%} in the lungs against {c.other_lungs.mean:.0%}."
+            for c in audit.comparisons]
