@@ -8,6 +8,7 @@ import json
 import numpy as np
 import pytest
 
+from cxrcam.evaluation.anatomy import ZONES
 from cxrcam.evaluation.results import (
     AuditRow,
     CamEvaluation,
@@ -76,6 +77,17 @@ def test_marker_shares_differ_only_when_the_intervals_do_not_overlap(other, diff
     assert comparison.difference == difference
 
 
+def test_a_zone_profile_sums_its_zones_per_height_side_and_depth():
+    cam = {zone: 0.0 for zone in ZONES} | {"upper-right-central": 0.5, "lower-left-peripheral": 0.25,
+                                           "lower-left-central": 0.25}
+    area = {zone: 1 / 12 for zone in ZONES}
+    profile = ZoneProfile(cam, area)
+    assert profile.cam_marginals == {"upper": 0.5, "middle": 0.0, "lower": 0.5, "right": 0.5, "left": 0.5,
+                                     "central": 0.75, "peripheral": 0.25}
+    assert profile.area_marginals == pytest.approx({"upper": 1 / 3, "middle": 1 / 3, "lower": 1 / 3, "right": 0.5,
+                                                    "left": 0.5, "central": 0.5, "peripheral": 0.5})
+
+
 def summary_entry(overall: dict, **per_class: dict) -> dict:
     return {"overall": overall, "per_class": per_class}
 
@@ -125,7 +137,7 @@ def evaluation(**changes) -> CamEvaluation:
         expected_patterns={"COVID": ["lower", "bilateral"]},
         patterns=[PatternAgreement("COVID", "lower", ci(0.75, 0.5, 1), ci(0.5, 0.4, 0.6)),
                   PatternAgreement("COVID", "bilateral", ci(0.25, 0, 0.5), ci(0.2, 0.1, 0.3))],
-        lesion_patterns=[], zone_profiles={"COVID": ZoneProfile({"upper": 0.2}, {"upper": 0.3})},
+        lesion_patterns=[], zone_profiles={},
         pictures=Pictures({"COVID": (np.zeros((2, 2)), None)}, {}),
         faithfulness=Faithfulness(8, [50], [-0.2], [0.0], ci(0.1, 0.02, 0.2), ci(0.3, 0.2, 0.4), ci(0.1, 0, 0.2)),
         sanity=Sanity([SanityStep("trained", 1.0, 1.0), SanityStep("fc", 0.5, 0.6)]))

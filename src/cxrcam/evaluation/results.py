@@ -9,6 +9,9 @@ from dataclasses import dataclass, field, fields, is_dataclass
 
 import numpy as np
 
+from cxrcam.evaluation.anatomy import ZONES
+from cxrcam.evaluation.attribution import marginals
+
 # hit rates and shares, and the score a random point or a flat map gets for each
 CHANCE = {"pointing": "pointing_chance", "pointing_tolerant": "pointing_tolerant_chance",
           "energy": "pointing_chance", "zone_hit": "zone_hit_chance",
@@ -68,9 +71,16 @@ class PatternAgreement:
 
 @dataclass(frozen=True)
 class ZoneProfile:
-    """A class's mean share of CAM mass per lung zone, beside the zones' share of lung area."""
+    """A class's mean share of CAM mass per lung zone, beside the zones' share of lung area, and
+    both summed per height, side and depth (upper, ..., right, left, central, peripheral)."""
     cam: dict[str, float]
     area: dict[str, float]
+    cam_marginals: dict[str, float] = field(init=False)
+    area_marginals: dict[str, float] = field(init=False)
+
+    def __post_init__(self):
+        for kind in ("cam", "area"):
+            object.__setattr__(self, f"{kind}_marginals", marginals(np.array([getattr(self, kind)[z] for z in ZONES])))
 
 
 @dataclass(frozen=True)

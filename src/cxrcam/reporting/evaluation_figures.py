@@ -114,7 +114,8 @@ def plot_zone_profiles(results: list[CamEvaluation], classes: list[str], path: P
             ax = axes[r, c]
             profile = result.zone_profiles.get(cls)
             if profile:
-                cam, area = _marginals(profile.cam), _marginals(profile.area)
+                cam = [profile.cam_marginals[name] for name in MARGINALS]
+                area = [profile.area_marginals[name] for name in MARGINALS]
                 ax.bar(x - 0.2, area, 0.4, color="0.75", label="lung area")
                 ax.bar(x + 0.2, cam, 0.4, color="tab:red", label="CAM mass")
             ax.set_xticks(x, MARGINALS, rotation=60, fontsize=7)
@@ -137,10 +138,6 @@ def _mean(score: Score, group: str) -> float:
 
 def _agreeing(agreement) -> float:
     return agreement.agrees.mean if agreement else np.nan
-
-
-def _marginals(zone_shares: dict) -> list[float]:
-    return [sum(v for zone, v in zone_shares.items() if name in zone.split("-")) for name in MARGINALS]
 
 
 def plot_pattern_agreement(results: list[CamEvaluation], classes: list[str], path: Path) -> None:
