@@ -166,7 +166,7 @@ def test_folder_and_file_samples_carry_the_layout_label(tiny_synthetic, tmp_path
 @pytest.mark.slow
 def test_folder_in_the_class_layout_writes_true_labels(checkpoints, tiny_synthetic, tmp_path):
     folder = class_layout_folder(tiny_synthetic, tmp_path / "in")
-    explain(compose_config("explain", f"ckpt={checkpoints[0]}", f"image={folder}", "cam.target='true'", "device=cpu"),
+    explain(compose_config("explain", f"ckpt={checkpoints[0]}", f"image={folder}", "cam.target=true", "device=cpu"),
             tmp_path / "out")
     with open(tmp_path / "out" / "predictions.csv") as f:
         rows = {Path(r["path"]).name: r for r in csv.DictReader(f)}

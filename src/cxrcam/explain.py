@@ -203,7 +203,9 @@ def explain(cfg: dict, run_dir: Path) -> list[str]:
     device = select_device(cfg["device"], key="device")
     runs = load_runs(cfg["ckpt"], cfg["sweep"], device)
     samples = select_samples(cfg, runs[0])
-    layers = [cam_layer(run, cfg["cam"]) for run in runs]  # options that do not fit stop it before it writes
+    # Hydra reads a bare cam.target=true as the boolean: it can only mean the true label
+    cam_cfg = {**cfg["cam"], "target": "true" if cfg["cam"]["target"] is True else cfg["cam"]["target"]}
+    layers = [cam_layer(run, cam_cfg) for run in runs]  # options that do not fit stop it before it writes
     claim_run_dir(run_dir, "explain")
     names = [run.model_name for run in runs]
     if len({run.split_sha256 for run in runs}) > 1 and cfg["split"]:
@@ -213,13 +215,13 @@ def explain(cfg: dict, run_dir: Path) -> list[str]:
     per_model, failures = [], []
     for i, run in enumerate(runs):
         out_dir = run_dir if len(runs) == 1 else run_dir / f"{i}_{names[i]}"
-        results, failed = explain_run(run, layers[i], samples, cfg["cam"], cfg["batch_size"], out_dir,
+        results, failed = explain_run(run, layers[i], samples, cam_cfg, cfg["batch_size"], out_dir,
                                       keep=set(compared))
         per_model.append(results)
         failures = failures or failed  # the same files fail for every model
     rows = comparison_rows(per_model, compared)
     if rows:
-        plot_model_comparison(rows, names, run_dir / "comparison.png", cfg["cam"]["colormap"], cfg["cam"]["alpha"])
+        plot_model_comparison(rows, names, run_dir / "comparison.png", cam_cfg["colormap"], cam_cfg["alpha"])
         log.info("model comparison: %s", run_dir / "comparison.png")
     if not per_model[0]:
         raise CxrcamError(f"none of the {len(samples)} image(s) could be read ({', '.join(failures[:3])}"
