@@ -52,7 +52,7 @@ def tiny_train_overrides(root: Path, *extra: str) -> list[str]:
     model = [] if any(e.startswith("model=") for e in extra) else ["model=simple_cnn"]
     return ["data=covid_radiography", f"data.root={root}", "data.num_workers=0", "data.image_size=32",
             "data.batch_size=8", "data.val_fraction=0.2", "data.test_fraction=0.2", "trainer.epochs=2",
-            "trainer.device=cpu", "optim.lr=1e-3", *model, *extra]
+            "device=cpu", "optim.lr=1e-3", *model, *extra]
 
 
 def tiny_config(root: Path, *extra: str) -> dict:

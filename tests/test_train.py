@@ -54,7 +54,7 @@ def test_tiny_training_run_writes_every_artifact(tiny_synthetic, tmp_path):
 def test_default_synthetic_data_is_generated_on_first_use(tmp_path):
     cfg = compose_config("train", "model=simple_cnn", "data.synthetic.n_per_class=6", "data.synthetic.image_size=48",
                                f"paths.data_dir={tmp_path / 'data'}", "data.image_size=32", "trainer.epochs=1",
-                               "trainer.device=cpu")
+                               "device=cpu")
     assert cfg["data"]["root"] == str(tmp_path / "data" / "synthetic-6x48px-seed0")
     report = train(cfg, tmp_path / "run")
     assert report["n_images"] == 4 and (tmp_path / "data" / "synthetic-6x48px-seed0" / "synthetic.json").is_file()
@@ -120,7 +120,7 @@ def test_split_file_override_trains_on_the_same_images(tiny_synthetic, tmp_path)
     ("data.batch_size=0", "data.batch_size=0"),
     ("trainer.class_balance=magic", "trainer.class_balance='magic'"),
     ("data.classes=[COVID]", "at least two"),
-    ("trainer.device=gpu0", "trainer.device='gpu0' is not a torch device"),
+    ("device=gpu0", "device='gpu0' is not a torch device"),
 ])
 def test_bad_config_stops_before_any_work(tiny_synthetic, tmp_path, override, message):
     with pytest.raises(CxrcamError, match=message.replace("[", r"\[")):

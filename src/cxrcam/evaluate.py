@@ -241,7 +241,7 @@ def evaluate(cfg: dict, run_dir: Path) -> list[str]:
                          for key in ("shortcut_ckpt", "control_ckpt"))
     if control and not shortcut:
         raise CxrcamError("control_ckpt is the shortcut audit's control: give shortcut_ckpt too")
-    device = select_device(cfg["device"], key="device")
+    device = select_device(cfg["device"])
     methods = cfg["cam"]["method"] if isinstance(cfg["cam"]["method"], list) else [cfg["cam"]["method"]]
     for payload in payloads:  # a layer that has no CAM stops the call before any image is loaded
         model = model_from_checkpoint(payload)

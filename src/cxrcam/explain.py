@@ -217,7 +217,7 @@ def explain(cfg: dict, run_dir: Path) -> list[str]:
     paths = checkpoint_paths(cfg["ckpt"], cfg["sweep"])
     payloads = [{**load_checkpoint(p), "path": str(p)} for p in paths]
     samples = select_samples(cfg, payloads[0])
-    device = select_device(cfg["device"], key="device")
+    device = select_device(cfg["device"])
     at_layers = [cam_layer(p, cfg["cam"]) for p in payloads]  # options that do not fit stop it before it writes
     claim_run_dir(run_dir, "explain")
     names = [p["meta"]["model_name"] for p in payloads]

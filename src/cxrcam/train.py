@@ -54,7 +54,7 @@ log = logging.getLogger("cxrcam.train")
 # settings a resumed run may change: where the data lives and how fast the run goes, not what it learns
 # (model.pretrained too: the weights come from the checkpoint)
 RESUME_MAY_CHANGE = ("resume", "paths.", "data.name", "data.root", "data.split_file", "data.synthetic",
-                     "data.num_workers", "data.preload", "data.on_bad_image", "trainer.device", "trainer.amp",
+                     "data.num_workers", "data.preload", "data.on_bad_image", "device", "trainer.amp",
                      "trainer.channels_last", "trainer.compile", "trainer.dist_timeout_min", "model.pretrained",
                      "demo_epochs.")
 METRICS_FIELDS = ("epoch", "train_loss", "val_loss", "val_accuracy", "val_balanced_accuracy",
@@ -215,7 +215,7 @@ def train(cfg: dict, run_dir: Path) -> dict:
     data, model_cfg, optim, trainer = cfg["data"], cfg["model"], cfg["optim"], cfg["trainer"]
     classes = list(data["classes"])
     processes = processes_from_env()
-    device = device_of(processes, select_device(trainer["device"], key="trainer.device"))
+    device = device_of(processes, select_device(cfg["device"]))
     start_processes(processes, device, trainer["dist_timeout_min"])
     run_dir, main = broadcast(run_dir, processes), processes.is_main
     if not main:
