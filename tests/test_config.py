@@ -161,6 +161,9 @@ TRAIN_REFUSED = [
     ("model.dropout", -0.1, "model.dropout=-0.1 must be a number in [0, 1)"),
     ("model.dropout", 1, "model.dropout=1 must be a number in [0, 1)"),
     ("model.pooled_size", 0, "model.pooled_size=0 must be a whole number >= 1"),
+    ("cam.layer", ["layer3.5", "layer4.2"], "cam.layer=['layer3.5', 'layer4.2'] must be one dotted module name, "
+                                            "e.g. layer3.5, or null: the architecture's default"),
+    ("cam.layer", 3, "cam.layer=3 must be one dotted module name, e.g. layer3.5, or null: the architecture's default"),
     ("model.pretrained", 1, "model.pretrained=1 must be false, true or a path to a .pth file"),
     ("model.pretrained", None, "model.pretrained=None must be false, true or a path to a .pth file"),
     ("trainer.amp", "yes", "trainer.amp='yes' must be true or false"),
@@ -236,6 +239,8 @@ TRAIN_ACCEPTED = [
     [("model.dropout", 0.999)],
     [("model.pooled_size", 1)],
     [("model.pooled_size", None)],
+    [("cam.layer", "layer3.5")],
+    [("cam.layer", None)],
     [("model.pretrained", True)],
     [("model.pretrained", "weights/resnet50.pth")],
     [("trainer.amp", False), ("trainer.channels_last", False), ("data.preload", False)],

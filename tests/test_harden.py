@@ -395,8 +395,8 @@ def test_explain_with_nothing_to_explain_stops(trained, tmp_path):
     ("data.augment.translate=1.5", "data.augment.translate=1.5 must be a number in [0, 1)"),
     ("data.std=[0.2,0,0.2]", "data.std=[0.2, 0, 0.2] must be positive"),
     ("trainer.amp=maybe", "trainer.amp='maybe' must be true or false"),
-    ("model.target_layer=classifier", "model.target_layer=classifier gives an output of shape (1, 4), not a spatial "
-                                      "map (N, C, H, W); name a convolutional block, as printed by print(model)"),
+    ("cam.layer=classifier", "cam.layer=classifier gives an output of shape (1, 4), not a spatial map (N, C, H, W); "
+                             "name a convolutional block, as printed by print(model)"),
 ])
 def test_bad_training_values_are_one_line_before_any_work(tiny_synthetic, tmp_path, override, message):
     with pytest.raises(CxrcamError) as info:

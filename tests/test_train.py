@@ -14,6 +14,7 @@ import pytest
 import torch
 from PIL import Image
 
+from cxrcam.checkpoint import load_checkpoint
 from cxrcam.cli import uncomposable_override, unknown_group_option
 from cxrcam.config import config_dir
 from cxrcam.data.batches import to_batch
@@ -81,6 +82,13 @@ def test_checkpoint_is_weights_only_and_carries_what_explain_needs(tiny_syntheti
     with torch.no_grad():
         probs = model(to_batch([load_image(first["path"], 32)], meta["normalization"])).softmax(1)[0]
     assert probs[0].item() == pytest.approx(float(first["p_COVID"]), abs=1e-5)
+
+
+@pytest.mark.slow
+def test_cam_layer_names_the_layer_the_checkpoint_carries(tiny_synthetic, tmp_path):
+    """cam.layer, as explain and evaluate call it; the run checks it fits and stores it for them."""
+    run_tiny(tiny_synthetic, tmp_path, "trainer.epochs=1", "device=cpu", "cam.layer=features.2")
+    assert load_checkpoint(tmp_path / "checkpoints" / "best.pt")["meta"]["target_layer"] == "features.2"
 
 
 @pytest.mark.slow
@@ -178,7 +186,7 @@ def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
 def test_cli_prints_the_composed_config_from_any_directory(tmp_path):
     result = _cli("--cfg", "job", "model=densenet121", "optim.lr=3e-4", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
-    assert "target_layer: features.norm5" in result.stdout and "lr: 0.0003" in result.stdout
+    assert "name: densenet121" in result.stdout and "lr: 0.0003" in result.stdout
 
 
 @pytest.mark.child_process

@@ -89,6 +89,9 @@ def validate_train_config(cfg: dict) -> None:
     require_number("model.dropout", model["dropout"], 0, 1, high_open=True)
     if model.get("pooled_size") is not None:
         require_whole("model.pooled_size", model["pooled_size"])
+    layer = cfg["cam"]["layer"]
+    require(layer is None or isinstance(layer, str),
+            f"cam.layer={layer!r} must be one dotted module name, e.g. layer3.5, or null: the architecture's default")
     require(isinstance(model["pretrained"], (bool, str)),
             f"model.pretrained={model['pretrained']!r} must be false, true or a path to a .pth file")
     require_number("trainer.dist_timeout_min", trainer["dist_timeout_min"], 0, low_open=True)

@@ -37,7 +37,7 @@ from cxrcam.data.split import checkpoint_split_file, file_sha256, read_split, st
 from cxrcam.data.synthetic import ensure_synthetic
 from cxrcam.device import select_device, tune_for
 from cxrcam.errors import CxrcamError, StoppedBySignal
-from cxrcam.models import build_model, count_parameters, spatial_layer
+from cxrcam.models import DEFAULT_CAM_LAYER, build_model, count_parameters, spatial_layer
 from cxrcam.reporting.figures import plot_confusion_matrix, plot_roc, plot_training_curves
 from cxrcam.reporting.predictions import write_predictions
 from cxrcam.rundir import claim_run_dir, is_requeue_of_its_claimant
@@ -237,7 +237,8 @@ def train(cfg: dict, run_dir: Path) -> dict:
     model = build_model(model_cfg["name"], len(classes), data["image_size"], dropout=model_cfg["dropout"],
                         pretrained=model_cfg["pretrained"] if resume is None else False,
                         pooled_size=model_cfg.get("pooled_size"))
-    spatial_layer(model, model_cfg["target_layer"], data["image_size"], key="model.target_layer")
+    cam_layer = cfg["cam"]["layer"] or DEFAULT_CAM_LAYER[model_cfg["name"]]
+    spatial_layer(model, cam_layer, data["image_size"])
     split_source = Path(data["split_file"]) if data["split_file"] else None
     if resume is not None and split_source is None:
         split_source = checkpoint_split_file(resume["meta"], cfg["resume"], "data.split_file")
@@ -271,7 +272,7 @@ def train(cfg: dict, run_dir: Path) -> dict:
     fit_model = DistributedDataParallel(model) if processes.world > 1 else model
     fit_model = torch.compile(fit_model) if trainer["compile"] else fit_model
     meta = build_metadata(model_cfg["name"], classes, data["image_size"], data["mean"], data["std"],
-                          model_cfg["target_layer"], cfg, str(run_dir / "split.csv"),
+                          cam_layer, cfg, str(run_dir / "split.csv"),
                           file_sha256(run_dir / "split.csv"))
 
     # optimiser and loss
