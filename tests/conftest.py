@@ -25,7 +25,7 @@ TINY_CLASSES = ["COVID", "Lung_Opacity", "Normal", "Viral Pneumonia"]
 @pytest.fixture(scope="session")
 def tiny_synthetic(tmp_path_factory) -> Path:
     """8 phantoms per class at 64 px, in the database layout (generated once per session)."""
-    return ensure_synthetic(tmp_path_factory.mktemp("data") / "synthetic", n_per_class=8, image_size=64, seed=0)
+    return ensure_synthetic(tmp_path_factory.mktemp("data") / "synthetic", n_per_class=8, resolution=64, seed=0)
 
 
 @pytest.fixture()

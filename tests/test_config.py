@@ -194,7 +194,7 @@ TRAIN_REFUSED = [
     ("data.augment.hflip", "yes", "data.augment.hflip='yes' must be true or false"),
     ("data.augment.hflip", None, "data.augment.hflip=None must be true or false"),
     ("data.synthetic.n_per_class", 2, "data.synthetic.n_per_class=2 must be a whole number >= 3"),
-    ("data.synthetic.image_size", 31, "data.synthetic.image_size=31 must be a whole number >= 32"),
+    ("data.synthetic.resolution", 31, "data.synthetic.resolution=31 must be a whole number >= 32"),
     ("data.synthetic.seed", -1, "data.synthetic.seed=-1 must be a whole number >= 0"),
     ("data.synthetic.marker", {"COVID": 1.01}, f"data.synthetic.marker={{'COVID': 1.01}} {MARKER_HINT}"),
     ("data.synthetic.marker", {"COVID": 0.5, "Normal": -0.01},
@@ -252,7 +252,7 @@ TRAIN_ACCEPTED = [
      ("data.augment.translate", 0), ("data.augment.scale", 0.999)],
     [("data.augment.hflip", True)],
     [("data.augment.hflip", DELETE)],  # an older config without the key: no flip
-    [("data.synthetic.n_per_class", 3), ("data.synthetic.image_size", 32), ("data.synthetic.seed", 0)],
+    [("data.synthetic.n_per_class", 3), ("data.synthetic.resolution", 32), ("data.synthetic.seed", 0)],
     [("data.synthetic.marker", {"COVID": 1, "Normal": 0, "Lung_Opacity": 0.5})],
     [("data.synthetic.marker", {})],
     [("data.synthetic", DELETE)],  # data=covid_radiography has no synthetic section

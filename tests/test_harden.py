@@ -538,7 +538,7 @@ def test_ctrl_c_while_starting_up_is_one_line_too(tmp_path, after_s):
 
 
 def _generate(root: str) -> None:
-    ensure_synthetic(root, n_per_class=6, image_size=64, seed=0)
+    ensure_synthetic(root, n_per_class=6, resolution=64, seed=0)
 
 
 @pytest.mark.slow

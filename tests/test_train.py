@@ -53,7 +53,7 @@ def test_tiny_training_run_writes_every_artifact(tiny_synthetic, tmp_path):
 
 @pytest.mark.slow
 def test_default_synthetic_data_is_generated_on_first_use(tmp_path):
-    cfg = compose_config("train", "model=simple_cnn", "data.synthetic.n_per_class=6", "data.synthetic.image_size=48",
+    cfg = compose_config("train", "model=simple_cnn", "data.synthetic.n_per_class=6", "data.synthetic.resolution=48",
                                f"paths.data_dir={tmp_path / 'data'}", "data.image_size=32", "trainer.epochs=1",
                                "device=cpu")
     assert cfg["data"]["root"] == str(tmp_path / "data" / "synthetic-6x48px-seed0")

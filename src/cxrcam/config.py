@@ -123,7 +123,7 @@ def validate_train_config(cfg: dict) -> None:
     if data.get("synthetic"):
         synthetic = data["synthetic"]
         require_whole("data.synthetic.n_per_class", synthetic["n_per_class"], 3)
-        require_whole("data.synthetic.image_size", synthetic["image_size"], 32)
+        require_whole("data.synthetic.resolution", synthetic["resolution"], 32)
         require_whole("data.synthetic.seed", synthetic["seed"], 0)
         marker = synthetic.get("marker") or {}
         require(isinstance(marker, dict) and all(_is_number(p) and 0 <= p <= 1 for p in marker.values()),
