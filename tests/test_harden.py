@@ -267,6 +267,20 @@ def test_resume_may_change_where_the_data_is_and_how_fast_it_runs(trained, tiny_
     assert report["epochs"] == 2 and report["best_epoch"] in (1, 2)
 
 
+@pytest.mark.slow
+def test_resume_reads_a_checkpoint_config_written_before_keys_were_renamed(trained, tiny_synthetic, tmp_path):
+    """A last.pt whose config still says trainer.device and model.target_layer resumes: the old names
+    are read as device and cam.layer, not taken for settings that changed."""
+    old = shutil.copytree(trained / "checkpoints", tmp_path / "old" / "checkpoints")
+    checkpoint = torch.load(old / "last.pt", weights_only=True)
+    config = checkpoint["meta"]["config"]
+    config["trainer"]["device"] = config.pop("device")
+    config["model"]["target_layer"] = config.pop("cam")["layer"] or "features.3"
+    save_checkpoint(checkpoint, old / "last.pt")
+    report = train(tiny_config(tiny_synthetic, "trainer.epochs=2", f"resume={old / 'last.pt'}"), tmp_path / "resumed")
+    assert report["epochs"] == 2
+
+
 # --- 3. masks ------------------------------------------------------------------------------------
 
 def _save_mask(path: Path, inside: np.ndarray, encoding: str) -> None:

@@ -15,8 +15,8 @@ import torch
 from PIL import Image
 
 from cxrcam.checkpoint import load_checkpoint
-from cxrcam.cli import uncomposable_override, unknown_group_option
-from cxrcam.config import config_dir
+from cxrcam.cli import renamed_key, uncomposable_override, unknown_group_option
+from cxrcam.config import RENAMED_KEYS, config_dir
 from cxrcam.data.batches import to_batch
 from cxrcam.data.images import load_image
 from cxrcam.errors import CxrcamError
@@ -204,6 +204,34 @@ def test_unknown_group_option_is_one_line_naming_the_options(tmp_path):
     assert result.returncode == 2 and not (tmp_path / "sweep").exists()
     assert result.stderr.strip() == ("cxrcam.train: error: model=resnet_50 is not one of "
                                      "['densenet121', 'resnet50', 'simple_cnn']")
+
+
+@pytest.mark.parametrize("argv, reason", [
+    (["trainer.device=cpu"], "trainer.device is now device: use device=cpu"),
+    (["+trainer.device=cpu"], "trainer.device is now device: use device=cpu"),  # device exists: no + to add it
+    (["++trainer.device=cuda:1"], "trainer.device is now device: use ++device=cuda:1"),
+    (["~trainer.device"], "trainer.device is now device: use ~device"),
+    (["-m", "model.target_layer=layer3.5,layer4.1"],
+     "model.target_layer is now cam.layer: use cam.layer=layer3.5,layer4.1"),
+    (["data.synthetic.image_size=64"],
+     "data.synthetic.image_size is now data.synthetic.resolution: use data.synthetic.resolution=64"),
+    (["device=cpu", "cam.layer=layer3.5", "data.synthetic.resolution=64", "trainer.devices=cpu"], None),
+])
+def test_a_key_by_its_old_name_is_one_line_naming_the_new_one(argv, reason):
+    assert renamed_key(argv, RENAMED_KEYS) == reason
+
+
+@pytest.mark.child_process
+@pytest.mark.parametrize("override, line", [
+    ("trainer.device=cpu", "trainer.device is now device: use device=cpu"),
+    ("model.target_layer=layer3.5", "model.target_layer is now cam.layer: use cam.layer=layer3.5"),
+    ("data.synthetic.image_size=64",
+     "data.synthetic.image_size is now data.synthetic.resolution: use data.synthetic.resolution=64"),
+])
+def test_cli_refuses_an_old_key_name_in_one_line_before_hydra(tmp_path, override, line):
+    result = _cli(override, f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
+    assert result.returncode == 2 and not (tmp_path / "run").exists()
+    assert result.stderr.strip() == f"cxrcam.train: error: {line}"
 
 
 @pytest.mark.parametrize("argv, reason", [

@@ -14,6 +14,10 @@ from cxrcam.models import MIN_IMAGE_SIZE, MODEL_NAMES
 CLASS_BALANCE_MODES = ("loss", "sampler", "none")
 OPTIMIZERS = ("adam", "adamw")
 SCHEDULERS = ("none", "onecycle", "cosine")
+# {old name: new name} of the training keys renamed so that each setting has one name in every stage;
+# the command line refuses the old ones, a resumed run reads its checkpoint's config under the new ones
+RENAMED_KEYS = {"trainer.device": "device", "model.target_layer": "cam.layer",
+                "data.synthetic.image_size": "data.synthetic.resolution"}
 
 
 def config_dir() -> Path:

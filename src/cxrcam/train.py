@@ -28,7 +28,7 @@ from tqdm import tqdm
 
 from cxrcam.checkpoint import build_metadata, load_checkpoint, save_checkpoint
 from cxrcam.cli import exit_on_bad_arguments, run_stage
-from cxrcam.config import config_dir, validate_train_config
+from cxrcam.config import RENAMED_KEYS, config_dir, validate_train_config
 from cxrcam.data.batches import ModelInput, SplitBatches, auto_num_workers, epoch_plan, shard
 from cxrcam.data.dataset import CXRDataset
 from cxrcam.data.layout import discover_images
@@ -51,12 +51,12 @@ from cxrcam.signals import StopSignals
 
 log = logging.getLogger("cxrcam.train")
 
-# settings a resumed run may change: where the data lives and how fast the run goes, not what it learns
-# (model.pretrained too: the weights come from the checkpoint)
+# settings a resumed run may change: where the data lives, how fast the run goes and which layer its
+# checkpoints name for CAMs, not what it learns (model.pretrained too: the weights come from the checkpoint)
 RESUME_MAY_CHANGE = ("resume", "paths.", "data.name", "data.root", "data.split_file", "data.synthetic",
                      "data.num_workers", "data.preload", "data.on_bad_image", "device", "trainer.amp",
                      "trainer.channels_last", "trainer.compile", "trainer.dist_timeout_min", "model.pretrained",
-                     "demo_epochs.")
+                     "cam.", "demo_epochs.")
 METRICS_FIELDS = ("epoch", "train_loss", "val_loss", "val_accuracy", "val_balanced_accuracy",
                   "val_macro_f1", "lr", "epoch_s", "wall_s")
 
@@ -189,7 +189,9 @@ def check_resumable(checkpoint: dict, cfg: dict, processes: int = 1) -> None:
         raise CxrcamError(f"cannot resume with {processes} process(es): the checkpoint was trained by {trained_by}, "
                           "and data.batch_size is per process, so the global batch would change; resume with "
                           f"{trained_by}")
-    trained, asked = _flatten(checkpoint["meta"]["config"]), _flatten(cfg)
+    # a checkpoint written before a key was renamed holds it by its old name
+    trained = {RENAMED_KEYS.get(key, key): value for key, value in _flatten(checkpoint["meta"]["config"]).items()}
+    asked = _flatten(cfg)
     missing = object()
     for key in sorted(set(trained) | set(asked)):
         if key.startswith(RESUME_MAY_CHANGE) or key == "trainer.epochs":
@@ -442,6 +444,6 @@ def main(cfg: DictConfig) -> float:
 
 
 if __name__ == "__main__":
-    exit_on_bad_arguments("cxrcam.train", config_dir(), "train")
+    exit_on_bad_arguments("cxrcam.train", config_dir(), "train", RENAMED_KEYS)
     sys.argv = scratch_hydra_dirs(sys.argv, processes_from_env())
     main()
