@@ -95,10 +95,10 @@ def imputation_seconds(cases: list, repeats: int) -> tuple[float, float, float]:
 
 def trained_checkpoint(root: Path, model: str, size: int, device: torch.device) -> Path:
     """A 1-epoch run on 16 phantoms per class; returns its best.pt."""
-    data = ensure_synthetic(root / "synthetic", n_per_class=16, image_size=size, seed=0)
+    data = ensure_synthetic(root / "synthetic", n_per_class=16, resolution=size, seed=0)
     run_dir = root / "run"
     train(config("train", "data=covid_radiography", f"data.root={data}", "data.num_workers=0",
-                 f"data.image_size={size}", "data.batch_size=16", "trainer.epochs=1", f"trainer.device={device}",
+                 f"data.image_size={size}", "data.batch_size=16", "trainer.epochs=1", f"device={device}",
                  "optim.lr=1e-3", f"model={model}"), run_dir)
     return run_dir / "checkpoints" / "best.pt"
 

@@ -14,20 +14,13 @@ import argparse
 import numpy as np
 import torch
 from bench_timing import batch_run, images_per_second
-from omegaconf import OmegaConf
 from pytorch_grad_cam import GradCAM
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
-from cxrcam.config import config_dir
 from cxrcam.data.batches import to_batch
 from cxrcam.data.synthetic import CLASSES, render_phantom
 from cxrcam.explanation.gradcam import FastGradCAM
-from cxrcam.models import MODEL_NAMES, build_model, get_layer
-
-
-def target_layer(name: str) -> str:
-    """The Grad-CAM layer the model's config names (conf/model/<name>.yaml)."""
-    return OmegaConf.load(config_dir() / "model" / f"{name}.yaml").target_layer
+from cxrcam.models import DEFAULT_CAM_LAYER, MODEL_NAMES, build_model, get_layer
 
 
 def phantom_batch(n: int, size: int) -> torch.Tensor:
@@ -40,7 +33,7 @@ def phantom_batch(n: int, size: int) -> torch.Tensor:
 def bench_model(name: str, images: torch.Tensor, repeats: int) -> tuple[float, float, float, float]:
     """(inference, FastGradCAM, pytorch-grad-cam img/s, max abs difference of the maps)."""
     model = build_model(name, 4, images.shape[-1]).to(images.device, memory_format=torch.channels_last).eval()
-    layer = get_layer(model, target_layer(name))
+    layer = get_layer(model, DEFAULT_CAM_LAYER[name])
     with torch.inference_mode():
         targets = model(images).argmax(1).tolist()
 

@@ -57,7 +57,7 @@ def main() -> None:
     cfg = config("evaluate")
     with tempfile.TemporaryDirectory() as tmp:
         train(config("train", "experiment=demo", "model=simple_cnn", f"data.synthetic.n_per_class={args.per_class}",
-                     f"paths.data_dir={tmp}", "trainer.device=cpu"), Path(tmp) / "run")
+                     f"paths.data_dir={tmp}", "device=cpu"), Path(tmp) / "run")
         torch.manual_seed(0)
         combined, labels = road_combined_of_test_images(Path(tmp) / "run", cfg)
     boot = cfg["bootstrap"]

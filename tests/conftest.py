@@ -25,7 +25,7 @@ TINY_CLASSES = ["COVID", "Lung_Opacity", "Normal", "Viral Pneumonia"]
 @pytest.fixture(scope="session")
 def tiny_synthetic(tmp_path_factory) -> Path:
     """8 phantoms per class at 64 px, in the database layout (generated once per session)."""
-    return ensure_synthetic(tmp_path_factory.mktemp("data") / "synthetic", n_per_class=8, image_size=64, seed=0)
+    return ensure_synthetic(tmp_path_factory.mktemp("data") / "synthetic", n_per_class=8, resolution=64, seed=0)
 
 
 @pytest.fixture()
@@ -52,7 +52,7 @@ def tiny_train_overrides(root: Path, *extra: str) -> list[str]:
     model = [] if any(e.startswith("model=") for e in extra) else ["model=simple_cnn"]
     return ["data=covid_radiography", f"data.root={root}", "data.num_workers=0", "data.image_size=32",
             "data.batch_size=8", "data.val_fraction=0.2", "data.test_fraction=0.2", "trainer.epochs=2",
-            "trainer.device=cpu", "optim.lr=1e-3", *model, *extra]
+            "device=cpu", "optim.lr=1e-3", *model, *extra]
 
 
 def tiny_config(root: Path, *extra: str) -> dict:

@@ -161,6 +161,9 @@ TRAIN_REFUSED = [
     ("model.dropout", -0.1, "model.dropout=-0.1 must be a number in [0, 1)"),
     ("model.dropout", 1, "model.dropout=1 must be a number in [0, 1)"),
     ("model.pooled_size", 0, "model.pooled_size=0 must be a whole number >= 1"),
+    ("cam.layer", ["layer3.5", "layer4.2"], "cam.layer=['layer3.5', 'layer4.2'] must be one dotted module name, "
+                                            "e.g. layer3.5, or null: the architecture's default"),
+    ("cam.layer", 3, "cam.layer=3 must be one dotted module name, e.g. layer3.5, or null: the architecture's default"),
     ("model.pretrained", 1, "model.pretrained=1 must be false, true or a path to a .pth file"),
     ("model.pretrained", None, "model.pretrained=None must be false, true or a path to a .pth file"),
     ("trainer.amp", "yes", "trainer.amp='yes' must be true or false"),
@@ -191,7 +194,7 @@ TRAIN_REFUSED = [
     ("data.augment.hflip", "yes", "data.augment.hflip='yes' must be true or false"),
     ("data.augment.hflip", None, "data.augment.hflip=None must be true or false"),
     ("data.synthetic.n_per_class", 2, "data.synthetic.n_per_class=2 must be a whole number >= 3"),
-    ("data.synthetic.image_size", 31, "data.synthetic.image_size=31 must be a whole number >= 32"),
+    ("data.synthetic.resolution", 31, "data.synthetic.resolution=31 must be a whole number >= 32"),
     ("data.synthetic.seed", -1, "data.synthetic.seed=-1 must be a whole number >= 0"),
     ("data.synthetic.marker", {"COVID": 1.01}, f"data.synthetic.marker={{'COVID': 1.01}} {MARKER_HINT}"),
     ("data.synthetic.marker", {"COVID": 0.5, "Normal": -0.01},
@@ -236,6 +239,8 @@ TRAIN_ACCEPTED = [
     [("model.dropout", 0.999)],
     [("model.pooled_size", 1)],
     [("model.pooled_size", None)],
+    [("cam.layer", "layer3.5")],
+    [("cam.layer", None)],
     [("model.pretrained", True)],
     [("model.pretrained", "weights/resnet50.pth")],
     [("trainer.amp", False), ("trainer.channels_last", False), ("data.preload", False)],
@@ -247,7 +252,7 @@ TRAIN_ACCEPTED = [
      ("data.augment.translate", 0), ("data.augment.scale", 0.999)],
     [("data.augment.hflip", True)],
     [("data.augment.hflip", DELETE)],  # an older config without the key: no flip
-    [("data.synthetic.n_per_class", 3), ("data.synthetic.image_size", 32), ("data.synthetic.seed", 0)],
+    [("data.synthetic.n_per_class", 3), ("data.synthetic.resolution", 32), ("data.synthetic.seed", 0)],
     [("data.synthetic.marker", {"COVID": 1, "Normal": 0, "Lung_Opacity": 0.5})],
     [("data.synthetic.marker", {})],
     [("data.synthetic", DELETE)],  # data=covid_radiography has no synthetic section

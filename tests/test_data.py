@@ -144,7 +144,7 @@ def test_synthetic_dataset_is_cached_and_described(tiny_synthetic):
     manifest = json.loads((tiny_synthetic / MANIFEST).read_text())
     assert manifest["n_per_class"] == 8 and manifest["image_size"] == 64
     before = (tiny_synthetic / "COVID" / "images" / "COVID-1.png").stat().st_mtime_ns
-    ensure_synthetic(tiny_synthetic, n_per_class=8, image_size=64, seed=0)
+    ensure_synthetic(tiny_synthetic, n_per_class=8, resolution=64, seed=0)
     assert (tiny_synthetic / "COVID" / "images" / "COVID-1.png").stat().st_mtime_ns == before
     with open(tiny_synthetic / METADATA) as f:
         rows = list(csv.DictReader(f))
@@ -160,14 +160,14 @@ def test_synthetic_dataset_is_cached_and_described(tiny_synthetic):
 def test_synthetic_never_overwrites_data(tmp_path, tiny_synthetic):
     _png(tmp_path / "mine" / "x.png")
     with pytest.raises(CxrcamError, match="not a cxrcam synthetic dataset"):
-        ensure_synthetic(tmp_path / "mine", n_per_class=2, image_size=32, seed=0)
+        ensure_synthetic(tmp_path / "mine", n_per_class=2, resolution=32, seed=0)
     with pytest.raises(CxrcamError, match="other parameters"):
-        ensure_synthetic(tiny_synthetic, n_per_class=9, image_size=64, seed=0)
+        ensure_synthetic(tiny_synthetic, n_per_class=9, resolution=64, seed=0)
 
 
 def test_global_intensity_does_not_give_the_class_away(tmp_path):
     """The README's bar: a global mean/std/histogram classifier stays at or below 0.60 accuracy."""
-    root = ensure_synthetic(tmp_path / "synthetic", n_per_class=40, image_size=96, seed=1)
+    root = ensure_synthetic(tmp_path / "synthetic", n_per_class=40, resolution=96, seed=1)
     items = discover_images(root, list(CLASSES))
     accuracy = global_intensity_baseline([p for p, _ in items], [CLASSES.index(c) for _, c in items])
     assert accuracy <= 0.60, accuracy

@@ -111,7 +111,7 @@ def test_methods_and_layers_are_reported_apart_and_bad_images_are_listed(tiny_da
 
 @pytest.mark.slow
 def test_shortcut_audit_compares_marker_mass(checkpoint, tmp_path):
-    marked = ensure_synthetic(tmp_path / "marked", n_per_class=8, image_size=64, seed=1,
+    marked = ensure_synthetic(tmp_path / "marked", n_per_class=8, resolution=64, seed=1,
                               marker={"COVID": 1.0, "Normal": 0.5})
     assert len(list((marked / "COVID" / "marker_masks").glob("*.png"))) == 8
     with open(marked / "metadata.csv") as f:

@@ -18,11 +18,7 @@ from cxrcam.data.synthetic import CLASSES, render_phantom
 from cxrcam.errors import CxrcamError
 from cxrcam.explanation.gradcam import FastGradCAM, FastHiResCAM
 from cxrcam.explanation.methods import PytorchGradCAM, make_cam
-from cxrcam.models import MODEL_NAMES, build_model, get_layer
-
-from conftest import compose_config
-
-LAYERS = {name: compose_config("train", f"model={name}")["model"]["target_layer"] for name in MODEL_NAMES}
+from cxrcam.models import DEFAULT_CAM_LAYER, build_model, get_layer
 
 
 @pytest.fixture(scope="module")
@@ -35,11 +31,11 @@ def images() -> torch.Tensor:
 @pytest.mark.slow
 @pytest.mark.parametrize("fast, slow", [(FastGradCAM, GradCAM), (FastHiResCAM, HiResCAM)],
                          ids=["gradcam", "hirescam"])
-@pytest.mark.parametrize("name", list(LAYERS))
+@pytest.mark.parametrize("name", list(DEFAULT_CAM_LAYER))
 def test_maps_equal_pytorch_grad_cam_and_lie_in_unit_range(name, fast, slow, images):
     torch.manual_seed(1)
     model = build_model(name, 4, 64).eval()
-    layer = get_layer(model, LAYERS[name])
+    layer = get_layer(model, DEFAULT_CAM_LAYER[name])
     targets = [0, 2, 3]
     cams, logits = fast(model, layer)(images, targets)
     with slow(model, [layer]) as reference:
@@ -58,7 +54,7 @@ def test_hirescam_equals_gradcam_behind_a_global_pooling_head_only(images):
     for name, same in (("resnet50", True), ("simple_cnn", False)):
         torch.manual_seed(1)
         model = build_model(name, 4, 64).eval()
-        layer = get_layer(model, LAYERS[name])
+        layer = get_layer(model, DEFAULT_CAM_LAYER[name])
         grad, _ = FastGradCAM(model, layer)(images, [0, 1, 2])
         hires, _ = FastHiResCAM(model, layer)(images, [0, 1, 2])
         assert (np.abs(grad - hires).max() < 1e-4) == same, name
@@ -68,7 +64,7 @@ def test_each_image_is_explained_for_its_own_target(images):
     """A batch with targets [0, 1, 2] gives what three single-image calls give."""
     torch.manual_seed(2)
     model = build_model("simple_cnn", 3, 64).eval()
-    cam = FastGradCAM(model, get_layer(model, LAYERS["simple_cnn"]))
+    cam = FastGradCAM(model, get_layer(model, DEFAULT_CAM_LAYER["simple_cnn"]))
     batch, _ = cam(images, [0, 1, 2])
     for i, target in enumerate([0, 1, 2]):
         single, _ = cam(images[i:i + 1], [target])
@@ -82,7 +78,7 @@ def test_each_image_is_explained_for_its_own_target(images):
 def test_all_classes_from_one_forward_equal_one_call_per_class(images):
     torch.manual_seed(3)
     model = build_model("resnet50", 4, 64).eval()
-    cam = FastGradCAM(model, get_layer(model, LAYERS["resnet50"]))
+    cam = FastGradCAM(model, get_layer(model, DEFAULT_CAM_LAYER["resnet50"]))
     maps, logits = cam.per_class(images)
     assert maps.shape == (3, 4, 64, 64)
     for k in range(4):
@@ -92,7 +88,7 @@ def test_all_classes_from_one_forward_equal_one_call_per_class(images):
 
 def test_model_state_is_restored_and_hooks_released(images):
     model = build_model("resnet50", 2, 64).train()
-    layer = get_layer(model, LAYERS["resnet50"])
+    layer = get_layer(model, DEFAULT_CAM_LAYER["resnet50"])
     with torch.no_grad():  # gradients are switched on inside, whatever the caller's mode
         FastGradCAM(model, layer)(images, [0, 1, 0])
     assert model.training and all(p.requires_grad for p in model.parameters())

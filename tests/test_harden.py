@@ -267,6 +267,20 @@ def test_resume_may_change_where_the_data_is_and_how_fast_it_runs(trained, tiny_
     assert report["epochs"] == 2 and report["best_epoch"] in (1, 2)
 
 
+@pytest.mark.slow
+def test_resume_reads_a_checkpoint_config_written_before_keys_were_renamed(trained, tiny_synthetic, tmp_path):
+    """A last.pt whose config still says trainer.device and model.target_layer resumes: the old names
+    are read as device and cam.layer, not taken for settings that changed."""
+    old = shutil.copytree(trained / "checkpoints", tmp_path / "old" / "checkpoints")
+    checkpoint = torch.load(old / "last.pt", weights_only=True)
+    config = checkpoint["meta"]["config"]
+    config["trainer"]["device"] = config.pop("device")
+    config["model"]["target_layer"] = config.pop("cam")["layer"] or "features.3"
+    save_checkpoint(checkpoint, old / "last.pt")
+    report = train(tiny_config(tiny_synthetic, "trainer.epochs=2", f"resume={old / 'last.pt'}"), tmp_path / "resumed")
+    assert report["epochs"] == 2
+
+
 # --- 3. masks ------------------------------------------------------------------------------------
 
 def _save_mask(path: Path, inside: np.ndarray, encoding: str) -> None:
@@ -395,8 +409,8 @@ def test_explain_with_nothing_to_explain_stops(trained, tmp_path):
     ("data.augment.translate=1.5", "data.augment.translate=1.5 must be a number in [0, 1)"),
     ("data.std=[0.2,0,0.2]", "data.std=[0.2, 0, 0.2] must be positive"),
     ("trainer.amp=maybe", "trainer.amp='maybe' must be true or false"),
-    ("model.target_layer=classifier", "model.target_layer=classifier gives an output of shape (1, 4), not a spatial "
-                                      "map (N, C, H, W); name a convolutional block, as printed by print(model)"),
+    ("cam.layer=classifier", "cam.layer=classifier gives an output of shape (1, 4), not a spatial map (N, C, H, W); "
+                             "name a convolutional block, as printed by print(model)"),
 ])
 def test_bad_training_values_are_one_line_before_any_work(tiny_synthetic, tmp_path, override, message):
     with pytest.raises(CxrcamError) as info:
@@ -538,7 +552,7 @@ def test_ctrl_c_while_starting_up_is_one_line_too(tmp_path, after_s):
 
 
 def _generate(root: str) -> None:
-    ensure_synthetic(root, n_per_class=6, image_size=64, seed=0)
+    ensure_synthetic(root, n_per_class=6, resolution=64, seed=0)
 
 
 @pytest.mark.slow

@@ -7,9 +7,7 @@ import torch
 from torchvision import models as tvm
 
 from cxrcam.errors import CxrcamError
-from cxrcam.models import MODEL_NAMES, build_model, get_layer, imagenet_weights_path
-
-from conftest import compose_config
+from cxrcam.models import DEFAULT_CAM_LAYER, MODEL_NAMES, build_model, get_layer, imagenet_weights_path
 
 CAM_STRIDE = {"resnet50": 32, "densenet121": 32, "simple_cnn": 16}
 
@@ -18,11 +16,10 @@ CAM_STRIDE = {"resnet50": 32, "densenet121": 32, "simple_cnn": 16}
 @pytest.mark.parametrize("name", MODEL_NAMES)
 @pytest.mark.parametrize("size", [64, 96])
 def test_each_model_runs_at_two_sizes_with_its_cam_layer(name, size):
-    cfg = compose_config("train", f"model={name}")["model"]
     torch.manual_seed(0)
     model = build_model(name, 3, size).eval()
     captured = {}
-    hook = get_layer(model, cfg["target_layer"]).register_forward_hook(
+    hook = get_layer(model, DEFAULT_CAM_LAYER[name]).register_forward_hook(
         lambda module, inputs, output: captured.setdefault("map", output))
     with torch.no_grad():
         logits = model(torch.randn(2, 3, size, size))

@@ -14,8 +14,9 @@ import pytest
 import torch
 from PIL import Image
 
-from cxrcam.cli import uncomposable_override, unknown_group_option
-from cxrcam.config import config_dir
+from cxrcam.checkpoint import load_checkpoint
+from cxrcam.cli import renamed_key, uncomposable_override, unknown_group_option
+from cxrcam.config import RENAMED_KEYS, config_dir
 from cxrcam.data.batches import to_batch
 from cxrcam.data.images import load_image
 from cxrcam.errors import CxrcamError
@@ -52,9 +53,9 @@ def test_tiny_training_run_writes_every_artifact(tiny_synthetic, tmp_path):
 
 @pytest.mark.slow
 def test_default_synthetic_data_is_generated_on_first_use(tmp_path):
-    cfg = compose_config("train", "model=simple_cnn", "data.synthetic.n_per_class=6", "data.synthetic.image_size=48",
+    cfg = compose_config("train", "model=simple_cnn", "data.synthetic.n_per_class=6", "data.synthetic.resolution=48",
                                f"paths.data_dir={tmp_path / 'data'}", "data.image_size=32", "trainer.epochs=1",
-                               "trainer.device=cpu")
+                               "device=cpu")
     assert cfg["data"]["root"] == str(tmp_path / "data" / "synthetic-6x48px-seed0")
     report = train(cfg, tmp_path / "run")
     assert report["n_images"] == 4 and (tmp_path / "data" / "synthetic-6x48px-seed0" / "synthetic.json").is_file()
@@ -81,6 +82,13 @@ def test_checkpoint_is_weights_only_and_carries_what_explain_needs(tiny_syntheti
     with torch.no_grad():
         probs = model(to_batch([load_image(first["path"], 32)], meta["normalization"])).softmax(1)[0]
     assert probs[0].item() == pytest.approx(float(first["p_COVID"]), abs=1e-5)
+
+
+@pytest.mark.slow
+def test_cam_layer_names_the_layer_the_checkpoint_carries(tiny_synthetic, tmp_path):
+    """cam.layer, as explain and evaluate call it; the run checks it fits and stores it for them."""
+    run_tiny(tiny_synthetic, tmp_path, "trainer.epochs=1", "device=cpu", "cam.layer=features.2")
+    assert load_checkpoint(tmp_path / "checkpoints" / "best.pt")["meta"]["target_layer"] == "features.2"
 
 
 @pytest.mark.slow
@@ -120,7 +128,7 @@ def test_split_file_override_trains_on_the_same_images(tiny_synthetic, tmp_path)
     ("data.batch_size=0", "data.batch_size=0"),
     ("trainer.class_balance=magic", "trainer.class_balance='magic'"),
     ("data.classes=[COVID]", "at least two"),
-    ("trainer.device=gpu0", "trainer.device='gpu0' is not a torch device"),
+    ("device=gpu0", "device='gpu0' is not a torch device"),
 ])
 def test_bad_config_stops_before_any_work(tiny_synthetic, tmp_path, override, message):
     with pytest.raises(CxrcamError, match=message.replace("[", r"\[")):
@@ -178,7 +186,7 @@ def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
 def test_cli_prints_the_composed_config_from_any_directory(tmp_path):
     result = _cli("--cfg", "job", "model=densenet121", "optim.lr=3e-4", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
-    assert "target_layer: features.norm5" in result.stdout and "lr: 0.0003" in result.stdout
+    assert "name: densenet121" in result.stdout and "lr: 0.0003" in result.stdout
 
 
 @pytest.mark.child_process
@@ -196,6 +204,34 @@ def test_unknown_group_option_is_one_line_naming_the_options(tmp_path):
     assert result.returncode == 2 and not (tmp_path / "sweep").exists()
     assert result.stderr.strip() == ("cxrcam.train: error: model=resnet_50 is not one of "
                                      "['densenet121', 'resnet50', 'simple_cnn']")
+
+
+@pytest.mark.parametrize("argv, reason", [
+    (["trainer.device=cpu"], "trainer.device is now device: use device=cpu"),
+    (["+trainer.device=cpu"], "trainer.device is now device: use device=cpu"),  # device exists: no + to add it
+    (["++trainer.device=cuda:1"], "trainer.device is now device: use ++device=cuda:1"),
+    (["~trainer.device"], "trainer.device is now device: use ~device"),
+    (["-m", "model.target_layer=layer3.5,layer4.1"],
+     "model.target_layer is now cam.layer: use cam.layer=layer3.5,layer4.1"),
+    (["data.synthetic.image_size=64"],
+     "data.synthetic.image_size is now data.synthetic.resolution: use data.synthetic.resolution=64"),
+    (["device=cpu", "cam.layer=layer3.5", "data.synthetic.resolution=64", "trainer.devices=cpu"], None),
+])
+def test_a_key_by_its_old_name_is_one_line_naming_the_new_one(argv, reason):
+    assert renamed_key(argv, RENAMED_KEYS) == reason
+
+
+@pytest.mark.child_process
+@pytest.mark.parametrize("override, line", [
+    ("trainer.device=cpu", "trainer.device is now device: use device=cpu"),
+    ("model.target_layer=layer3.5", "model.target_layer is now cam.layer: use cam.layer=layer3.5"),
+    ("data.synthetic.image_size=64",
+     "data.synthetic.image_size is now data.synthetic.resolution: use data.synthetic.resolution=64"),
+])
+def test_cli_refuses_an_old_key_name_in_one_line_before_hydra(tmp_path, override, line):
+    result = _cli(override, f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
+    assert result.returncode == 2 and not (tmp_path / "run").exists()
+    assert result.stderr.strip() == f"cxrcam.train: error: {line}"
 
 
 @pytest.mark.parametrize("argv, reason", [

@@ -406,32 +406,32 @@ def _machine(monkeypatch, cuda: bool, mps: bool) -> None:
                                                        (False, False, "cpu")])
 def test_auto_device_prefers_cuda_then_mps_then_cpu(monkeypatch, cuda, mps, expected):
     _machine(monkeypatch, cuda, mps)
-    assert select_device("auto", "trainer.device") == torch.device(expected)
+    assert select_device("auto") == torch.device(expected)
 
 
 @pytest.mark.parametrize("name", ["cpu", "cuda", "cuda:1", "mps"])
 def test_a_named_available_device_is_used(monkeypatch, name):
     _machine(monkeypatch, True, True)
-    assert select_device(name, "device") == torch.device(name)
+    assert select_device(name) == torch.device(name)
 
 
 @pytest.mark.parametrize(("name", "message"), [
-    ("gpu", "trainer.device='gpu' is not a torch device; use auto, cpu, cuda, cuda:N or mps"),
-    ("cuda:x", "trainer.device='cuda:x' is not a torch device; use auto, cpu, cuda, cuda:N or mps"),
-    ("cuda", "trainer.device='cuda' but no CUDA GPU is available here; use trainer.device=auto"),
-    ("cuda:0", "trainer.device='cuda:0' but no CUDA GPU is available here; use trainer.device=auto"),
-    ("mps", "trainer.device='mps' but MPS is not available here; use trainer.device=auto"),
+    ("gpu", "device='gpu' is not a torch device; use auto, cpu, cuda, cuda:N or mps"),
+    ("cuda:x", "device='cuda:x' is not a torch device; use auto, cpu, cuda, cuda:N or mps"),
+    ("cuda", "device='cuda' but no CUDA GPU is available here; use device=auto"),
+    ("cuda:0", "device='cuda:0' but no CUDA GPU is available here; use device=auto"),
+    ("mps", "device='mps' but MPS is not available here; use device=auto"),
 ])
 def test_an_unusable_device_is_a_clear_error(monkeypatch, name, message):
     _machine(monkeypatch, False, False)
     with pytest.raises(CxrcamError) as info:
-        select_device(name, "trainer.device")
+        select_device(name)
     assert str(info.value) == message
 
 
 def test_a_device_of_the_wrong_type_is_a_clear_error():
     with pytest.raises(CxrcamError, match=re.escape("device=3.5 is not a torch device")):
-        select_device(3.5, "device")
+        select_device(3.5)
 
 
 def test_rng_state_round_trip_replays_the_same_draws(monkeypatch):

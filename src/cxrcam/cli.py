@@ -7,7 +7,7 @@ import importlib.util
 import re
 import shutil
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import NoReturn, TypeVar
 
@@ -29,6 +29,8 @@ T = TypeVar("T")
 # model=a,b or hydra/launcher=slurm; no sweep functions
 GROUP_CHOICE = re.compile(r"^(?P<group>[A-Za-z_]+(?:/[A-Za-z_]+)*)=(?P<options>[\w.,-]*)$")
 LAUNCHER_PLUGIN = "hydra_plugins.hydra_submitit_launcher"  # what the [slurm] extra installs
+# key=value, +key=value, ++key=value or ~key[=value]
+OVERRIDE = re.compile(r"^(?P<prefix>~|\+\+|\+)?(?P<key>[\w.]+)(?:=(?P<value>.*))?$", re.DOTALL)
 
 
 def _names_config_dirs(argv: Sequence[str]) -> bool:
@@ -60,6 +62,21 @@ def unknown_group_option(argv: Sequence[str], config_dir: Path) -> str | None:
         for option in match["options"].split(","):
             if option not in known:
                 return f"{match['group']}={option} is not one of {known}"
+    return None
+
+
+def renamed_key(argv: Sequence[str], renamed: Mapping[str, str]) -> str | None:
+    """Why an override names a key by its old name (``renamed`` maps old names to new ones), in one
+    line that gives the override with the new name, or None. Hydra would say the key is not in the
+    config, or with ``+`` add it where nothing reads it."""
+    for arg in argv:
+        match = OVERRIDE.match(arg)
+        if match is None or match["key"] not in renamed:
+            continue
+        new = renamed[match["key"]]
+        prefix = "" if match["prefix"] == "+" else match["prefix"] or ""  # the new key exists: no append
+        value = "" if match["value"] is None else f"={match['value']}"
+        return f"{match['key']} is now {new}: use {prefix}{new}{value}"
     return None
 
 
@@ -123,12 +140,13 @@ def uncomposable_override(argv: Sequence[str], config_dir: Path, config_name: st
     return None
 
 
-def exit_on_bad_arguments(command: str, config_dir: Path, config_name: str) -> None:
-    """One line and exit code 2, before Hydra starts, for an unknown group option or key, or a launcher
-    that cannot run here."""
+def exit_on_bad_arguments(command: str, config_dir: Path, config_name: str,
+                          renamed: Mapping[str, str] | None = None) -> None:
+    """One line and exit code 2, before Hydra starts, for a key by its old name (``renamed``: {old:
+    new}), an unknown group option or key, or a launcher that cannot run here."""
     argv = sys.argv[1:]
-    reason = (unknown_group_option(argv, config_dir) or unusable_launcher(argv, config_dir)
-              or uncomposable_override(argv, config_dir, config_name))
+    reason = (renamed_key(argv, renamed or {}) or unknown_group_option(argv, config_dir)
+              or unusable_launcher(argv, config_dir) or uncomposable_override(argv, config_dir, config_name))
     if reason is not None:
         exit_with_error(command, reason)
 

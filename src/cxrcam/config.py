@@ -14,6 +14,10 @@ from cxrcam.models import MIN_IMAGE_SIZE, MODEL_NAMES
 CLASS_BALANCE_MODES = ("loss", "sampler", "none")
 OPTIMIZERS = ("adam", "adamw")
 SCHEDULERS = ("none", "onecycle", "cosine")
+# {old name: new name} of the training keys renamed so that each setting has one name in every stage;
+# the command line refuses the old ones, a resumed run reads its checkpoint's config under the new ones
+RENAMED_KEYS = {"trainer.device": "device", "model.target_layer": "cam.layer",
+                "data.synthetic.image_size": "data.synthetic.resolution"}
 
 
 def config_dir() -> Path:
@@ -89,6 +93,9 @@ def validate_train_config(cfg: dict) -> None:
     require_number("model.dropout", model["dropout"], 0, 1, high_open=True)
     if model.get("pooled_size") is not None:
         require_whole("model.pooled_size", model["pooled_size"])
+    layer = cfg["cam"]["layer"]
+    require(layer is None or isinstance(layer, str),
+            f"cam.layer={layer!r} must be one dotted module name, e.g. layer3.5, or null: the architecture's default")
     require(isinstance(model["pretrained"], (bool, str)),
             f"model.pretrained={model['pretrained']!r} must be false, true or a path to a .pth file")
     require_number("trainer.dist_timeout_min", trainer["dist_timeout_min"], 0, low_open=True)
@@ -120,7 +127,7 @@ def validate_train_config(cfg: dict) -> None:
     if data.get("synthetic"):
         synthetic = data["synthetic"]
         require_whole("data.synthetic.n_per_class", synthetic["n_per_class"], 3)
-        require_whole("data.synthetic.image_size", synthetic["image_size"], 32)
+        require_whole("data.synthetic.resolution", synthetic["resolution"], 32)
         require_whole("data.synthetic.seed", synthetic["seed"], 0)
         marker = synthetic.get("marker") or {}
         require(isinstance(marker, dict) and all(_is_number(p) and 0 <= p <= 1 for p in marker.values()),

@@ -7,17 +7,17 @@ import torch
 from cxrcam.errors import CxrcamError
 
 
-def select_device(name: str, key: str) -> torch.device:
-    """``key`` is the option as the calling stage names it (trainer.device, device), for errors."""
+def select_device(name: str) -> torch.device:
+    """The torch device a stage's ``device`` option names; auto: cuda > mps > cpu."""
     if name != "auto":
         try:
             device = torch.device(name)
         except (RuntimeError, TypeError):
-            raise CxrcamError(f"{key}={name!r} is not a torch device; use auto, cpu, cuda, cuda:N or mps") from None
+            raise CxrcamError(f"device={name!r} is not a torch device; use auto, cpu, cuda, cuda:N or mps") from None
         if device.type == "cuda" and not torch.cuda.is_available():
-            raise CxrcamError(f"{key}={name!r} but no CUDA GPU is available here; use {key}=auto")
+            raise CxrcamError(f"device={name!r} but no CUDA GPU is available here; use device=auto")
         if device.type == "mps" and not torch.backends.mps.is_available():
-            raise CxrcamError(f"{key}={name!r} but MPS is not available here; use {key}=auto")
+            raise CxrcamError(f"device={name!r} but MPS is not available here; use device=auto")
         return device
     if torch.cuda.is_available():
         return torch.device("cuda")

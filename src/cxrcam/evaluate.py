@@ -57,7 +57,7 @@ def evaluate(cfg: dict, run_dir: Path) -> list[str]:
     """Evaluate every checkpoint (and layer), write metrics and the report; returns unreadable files."""
     validate_evaluate_config(cfg)
     check_patterns(cfg["patterns"])
-    device = select_device(cfg["device"], key="device")
+    device = select_device(cfg["device"])
     runs = load_runs(cfg["ckpt"], cfg["sweep"], device)
     shortcut, control = (load_run(cfg[key], device) if cfg[key] else None for key in ("shortcut_ckpt", "control_ckpt"))
     if control and not shortcut:

@@ -200,7 +200,7 @@ def comparison_rows(per_model: list[list[dict]], paths: list[str]) -> list[dict]
 def explain(cfg: dict, run_dir: Path) -> list[str]:
     """Explain every checkpoint; returns the files that could not be read."""
     validate_explain_config(cfg)
-    device = select_device(cfg["device"], key="device")
+    device = select_device(cfg["device"])
     runs = load_runs(cfg["ckpt"], cfg["sweep"], device)
     samples = select_samples(cfg, runs[0])
     # Hydra reads a bare cam.target=true as the boolean: it can only mean the true label

@@ -28,7 +28,7 @@ from tqdm import tqdm
 
 from cxrcam.checkpoint import build_metadata, load_checkpoint, save_checkpoint
 from cxrcam.cli import exit_on_bad_arguments, run_stage
-from cxrcam.config import config_dir, validate_train_config
+from cxrcam.config import RENAMED_KEYS, config_dir, validate_train_config
 from cxrcam.data.batches import ModelInput, SplitBatches, auto_num_workers, epoch_plan, shard
 from cxrcam.data.dataset import CXRDataset
 from cxrcam.data.layout import discover_images
@@ -37,7 +37,7 @@ from cxrcam.data.split import checkpoint_split_file, file_sha256, read_split, st
 from cxrcam.data.synthetic import ensure_synthetic
 from cxrcam.device import select_device, tune_for
 from cxrcam.errors import CxrcamError, StoppedBySignal
-from cxrcam.models import build_model, count_parameters, spatial_layer
+from cxrcam.models import DEFAULT_CAM_LAYER, build_model, count_parameters, spatial_layer
 from cxrcam.reporting.figures import plot_confusion_matrix, plot_roc, plot_training_curves
 from cxrcam.reporting.predictions import write_predictions
 from cxrcam.rundir import claim_run_dir, is_requeue_of_its_claimant
@@ -51,12 +51,12 @@ from cxrcam.signals import StopSignals
 
 log = logging.getLogger("cxrcam.train")
 
-# settings a resumed run may change: where the data lives and how fast the run goes, not what it learns
-# (model.pretrained too: the weights come from the checkpoint)
+# settings a resumed run may change: where the data lives, how fast the run goes and which layer its
+# checkpoints name for CAMs, not what it learns (model.pretrained too: the weights come from the checkpoint)
 RESUME_MAY_CHANGE = ("resume", "paths.", "data.name", "data.root", "data.split_file", "data.synthetic",
-                     "data.num_workers", "data.preload", "data.on_bad_image", "trainer.device", "trainer.amp",
+                     "data.num_workers", "data.preload", "data.on_bad_image", "device", "trainer.amp",
                      "trainer.channels_last", "trainer.compile", "trainer.dist_timeout_min", "model.pretrained",
-                     "demo_epochs.")
+                     "cam.", "demo_epochs.")
 METRICS_FIELDS = ("epoch", "train_loss", "val_loss", "val_accuracy", "val_balanced_accuracy",
                   "val_macro_f1", "lr", "epoch_s", "wall_s")
 
@@ -189,7 +189,9 @@ def check_resumable(checkpoint: dict, cfg: dict, processes: int = 1) -> None:
         raise CxrcamError(f"cannot resume with {processes} process(es): the checkpoint was trained by {trained_by}, "
                           "and data.batch_size is per process, so the global batch would change; resume with "
                           f"{trained_by}")
-    trained, asked = _flatten(checkpoint["meta"]["config"]), _flatten(cfg)
+    # a checkpoint written before a key was renamed holds it by its old name
+    trained = {RENAMED_KEYS.get(key, key): value for key, value in _flatten(checkpoint["meta"]["config"]).items()}
+    asked = _flatten(cfg)
     missing = object()
     for key in sorted(set(trained) | set(asked)):
         if key.startswith(RESUME_MAY_CHANGE) or key == "trainer.epochs":
@@ -215,7 +217,7 @@ def train(cfg: dict, run_dir: Path) -> dict:
     data, model_cfg, optim, trainer = cfg["data"], cfg["model"], cfg["optim"], cfg["trainer"]
     classes = list(data["classes"])
     processes = processes_from_env()
-    device = device_of(processes, select_device(trainer["device"], key="trainer.device"))
+    device = device_of(processes, select_device(cfg["device"]))
     start_processes(processes, device, trainer["dist_timeout_min"])
     run_dir, main = broadcast(run_dir, processes), processes.is_main
     if not main:
@@ -237,7 +239,8 @@ def train(cfg: dict, run_dir: Path) -> dict:
     model = build_model(model_cfg["name"], len(classes), data["image_size"], dropout=model_cfg["dropout"],
                         pretrained=model_cfg["pretrained"] if resume is None else False,
                         pooled_size=model_cfg.get("pooled_size"))
-    spatial_layer(model, model_cfg["target_layer"], data["image_size"], key="model.target_layer")
+    cam_layer = cfg["cam"]["layer"] or DEFAULT_CAM_LAYER[model_cfg["name"]]
+    spatial_layer(model, cam_layer, data["image_size"])
     split_source = Path(data["split_file"]) if data["split_file"] else None
     if resume is not None and split_source is None:
         split_source = checkpoint_split_file(resume["meta"], cfg["resume"], "data.split_file")
@@ -271,7 +274,7 @@ def train(cfg: dict, run_dir: Path) -> dict:
     fit_model = DistributedDataParallel(model) if processes.world > 1 else model
     fit_model = torch.compile(fit_model) if trainer["compile"] else fit_model
     meta = build_metadata(model_cfg["name"], classes, data["image_size"], data["mean"], data["std"],
-                          model_cfg["target_layer"], cfg, str(run_dir / "split.csv"),
+                          cam_layer, cfg, str(run_dir / "split.csv"),
                           file_sha256(run_dir / "split.csv"))
 
     # optimiser and loss
@@ -441,6 +444,6 @@ def main(cfg: DictConfig) -> float:
 
 
 if __name__ == "__main__":
-    exit_on_bad_arguments("cxrcam.train", config_dir(), "train")
+    exit_on_bad_arguments("cxrcam.train", config_dir(), "train", RENAMED_KEYS)
     sys.argv = scratch_hydra_dirs(sys.argv, processes_from_env())
     main()

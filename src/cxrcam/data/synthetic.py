@@ -277,8 +277,8 @@ def _save_mask(mask: np.ndarray, path: Path) -> None:
 
 
 def _write_sample(task: tuple[Path, int, str, int, int, int, float | None]) -> dict:
-    root, class_index, label, i, image_size, seed, marker_probability = task
-    phantom = render_phantom(label, np.random.default_rng([seed, class_index, i]), image_size)
+    root, class_index, label, i, resolution, seed, marker_probability = task
+    phantom = render_phantom(label, np.random.default_rng([seed, class_index, i]), resolution)
     name = f"{label}-{i}.png"
     if marker_probability is not None:  # its own RNG: the phantom is the same with or without a marker
         marker_rng = np.random.default_rng([seed, class_index, i, 1])
@@ -292,7 +292,7 @@ def _write_sample(task: tuple[Path, int, str, int, int, int, float | None]) -> d
     return {"file": f"{label}/images/{name}", "label": label, **phantom.info}
 
 
-def generate_dataset(root: Path, n_per_class: int, image_size: int, seed: int,
+def generate_dataset(root: Path, n_per_class: int, resolution: int, seed: int,
                      classes: tuple[str, ...] = CLASSES, marker: dict[str, float] | None = None) -> None:
     """Write the phantoms into ``root``; each sample's RNG depends only on (seed, class, index).
     ``marker``: {class: probability} of a burned-in corner marker (classes left out: 0)."""
@@ -300,7 +300,7 @@ def generate_dataset(root: Path, n_per_class: int, image_size: int, seed: int,
     for label in classes:
         for folder in folders:
             (root / label / folder).mkdir(parents=True)
-    tasks = [(root, ci, label, i, image_size, seed, marker.get(label, 0.0) if marker else None)
+    tasks = [(root, ci, label, i, resolution, seed, marker.get(label, 0.0) if marker else None)
              for ci, label in enumerate(classes) for i in range(1, n_per_class + 1)]
     # spawn, not fork: the caller may hold torch's thread pools, which do not survive a fork
     with ProcessPoolExecutor(max_workers=min(4, os.cpu_count() or 1),
@@ -314,9 +314,10 @@ def generate_dataset(root: Path, n_per_class: int, image_size: int, seed: int,
             writer.writerow({k: (f"{v:.5f}" if isinstance(v, float) else v) for k, v in row.items()})
 
 
-def ensure_synthetic(root: str | Path, n_per_class: int, image_size: int, seed: int,
+def ensure_synthetic(root: str | Path, n_per_class: int, resolution: int, seed: int,
                      marker: dict[str, float] | None = None) -> Path:
-    """Generate the dataset on first use and reuse it afterwards.
+    """Generate the dataset on first use and reuse it afterwards; ``resolution`` is the side in px
+    the phantoms are drawn and stored at (a model resizes them to its own data.image_size).
 
     A folder generated with other parameters is refused, never replaced: earlier runs' split files
     point at its images.
@@ -326,7 +327,8 @@ def ensure_synthetic(root: str | Path, n_per_class: int, image_size: int, seed: 
     if unknown or not all(0 <= p <= 1 for p in (marker or {}).values()):
         raise CxrcamError(f"data.synthetic.marker={marker} must map classes of {list(CLASSES)} to probabilities "
                           "in [0, 1]")
-    params = dict(version=GENERATOR_VERSION, n_per_class=n_per_class, image_size=image_size,
+    # the manifest's key stays image_size: the folders generated before the rename still match
+    params = dict(version=GENERATOR_VERSION, n_per_class=n_per_class, image_size=resolution,
                   seed=seed, classes=list(CLASSES))
     if marker:
         params["marker"] = {k: float(v) for k, v in sorted(marker.items())}
@@ -343,7 +345,7 @@ def ensure_synthetic(root: str | Path, n_per_class: int, image_size: int, seed: 
             return root
         tmp = root.with_name(root.name + ".generating")
         shutil.rmtree(tmp, ignore_errors=True)  # left by an interrupted generation
-        generate_dataset(tmp, n_per_class, image_size, seed, marker=marker)
+        generate_dataset(tmp, n_per_class, resolution, seed, marker=marker)
         (tmp / MANIFEST).write_text(json.dumps(params, indent=2))
         shutil.rmtree(root, ignore_errors=True)  # an empty folder
         tmp.rename(root)

@@ -14,6 +14,14 @@ from cxrcam.errors import CxrcamError
 from cxrcam.models.simple_cnn import SimpleCNN
 
 MODEL_NAMES = ("resnet50", "densenet121", "simple_cnn")
+# the Grad-CAM layer a run stores when cam.layer is null
+DEFAULT_CAM_LAYER = {
+    "resnet50": "layer4.2",  # the last bottleneck of layer4, a map of input/32 (7x7 at 224 px, 4x4 at 128 px)
+    # the final feature norm, a map of input/32. cxrcam's DenseNet121 applies the ReLU after it out of
+    # place, so a CAM hook sees the activation torchvision would overwrite
+    "densenet121": "features.norm5",
+    "simple_cnn": "features.3",  # the last conv block (conv, ReLU, max-pool), a map of input/16
+}
 # the smallest input each model maps to at least one cell at its last layer (SimpleCNN: 4 poolings;
 # DenseNet121's pooling transitions fail below 31 px; ResNet50: input/32)
 MIN_IMAGE_SIZE = {"resnet50": 32, "densenet121": 32, "simple_cnn": 16}
@@ -118,7 +126,7 @@ def get_layer(model: nn.Module, dotted_name: str) -> nn.Module:
                           "use a dotted module name as printed by print(model)") from None
 
 
-def spatial_layer(model: nn.Module, dotted_name: str, image_size: int, key: str = "cam.layer") -> tuple[nn.Module, list[int]]:
+def spatial_layer(model: nn.Module, dotted_name: str, image_size: int) -> tuple[nn.Module, list[int]]:
     """The layer a CAM is taken at and its map's (height, width), from one forward pass of a blank
     image: a layer whose output is not a (N, C, H, W) map, such as the classifier, has no CAM."""
     layer, shape = get_layer(model, dotted_name), {}
@@ -133,7 +141,7 @@ def spatial_layer(model: nn.Module, dotted_name: str, image_size: int, key: str 
     finally:
         handle.remove()
     if shape.get("output") is None or len(shape["output"]) != 4:
-        raise CxrcamError(f"{key}={dotted_name} gives an output of shape {shape.get('output')}, not a spatial map "
+        raise CxrcamError(f"cam.layer={dotted_name} gives an output of shape {shape.get('output')}, not a spatial map "
                           "(N, C, H, W); name a convolutional block, as printed by print(model)")
     return layer, list(shape["output"][-2:])
 
