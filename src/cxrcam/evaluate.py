@@ -87,6 +87,7 @@ def evaluate_model(payload: dict, samples: list[Sample], method: str, layer_name
         batch = samples[start:start + step]
         images = to_batch([s.gray for s in batch], meta["normalization"], device)
         maps, logits = cam(images, targets[start:start + step])
+        maps = maps.cpu().numpy()  # scored on the host: one copy per batch
         probs.append(logits.float().softmax(1).cpu().numpy())
         cams.append(maps)
         records += [image_scores(m, s, {**settings, "criteria": cfg["patterns"].get(s.label, [])})

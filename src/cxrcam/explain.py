@@ -118,6 +118,7 @@ def explain_checkpoint(payload: dict, at_layer: tuple[torch.nn.Module, str, torc
                 continue
             images = to_batch([gray for _, _, gray, _ in batch], meta["normalization"], device)
             cams, logits = cam.per_class(images)  # (batch, classes, size, size)
+            cams = cams.cpu().numpy()  # drawn and saved on the host: one copy per batch
             probs = logits.float().softmax(1).cpu().numpy()
             all_cams.append(cams.astype(np.float16))
             drawn = []
