@@ -44,7 +44,7 @@ def road_combined_of_test_images(run_dir: Path, cfg: dict) -> tuple[np.ndarray, 
     images = to_batch([s.gray for s in samples], meta["normalization"])
     targets = [meta["class_names"].index(s.label) for s in samples]
     cam = make_cam(cfg["cam"]["method"], model, get_layer(model, layers_for(cfg["cam"]["layer"], meta)[0]))
-    cams = np.concatenate([cam(images[i:i + 32], targets[i:i + 32])[0] for i in range(0, len(samples), 32)])
+    cams = torch.cat([cam(images[i:i + 32], targets[i:i + 32])[0] for i in range(0, len(samples), 32)]).numpy()
     road = road_scores(model, images, cams, targets, cfg["faithfulness"]["percentiles"], cfg["seed"])
     return road["combined"], [s.label for s in samples]
 

@@ -509,7 +509,7 @@ TINY_BLOCKS = ["classifier.4", "classifier.1", "features.1", "features.0"]
 def reference_cascade(model, images, targets, seed):
     """The cascade done by hand: re-initialise the stages from the output end in turn (seeded), and
     compare each Grad-CAM with the trained model's by Spearman's rho and SSIM."""
-    reference, _ = make_cam("gradcam", model, model.features[1])(images, targets)
+    reference = make_cam("gradcam", model, model.features[1])(images, targets)[0].numpy()
     randomised = copy.deepcopy(model)
     rows = [{"block": "trained", "rank_correlation": 1.0, "ssim": 1.0}]
     torch.manual_seed(seed)
@@ -517,7 +517,7 @@ def reference_cascade(model, images, targets, seed):
         for layer in randomised.get_submodule(block).modules():
             if hasattr(layer, "reset_parameters"):
                 layer.reset_parameters()
-        cams, _ = make_cam("gradcam", randomised, randomised.features[1])(images, targets)
+        cams = make_cam("gradcam", randomised, randomised.features[1])(images, targets)[0].numpy()
         rhos = [0.0 if np.ptp(r) == 0 or np.ptp(c) == 0 else spearmanr(r.ravel(), c.ravel())[0]
                 for r, c in zip(reference, cams, strict=True)]
         rows.append({"block": block, "rank_correlation": float(np.mean(rhos)),

@@ -1,5 +1,6 @@
 """FastGradCAM and FastHiResCAM: equal to pytorch-grad-cam's GradCAM and HiResCAM, one target per
-image, nothing left behind; make_cam: each cam.method equal to pytorch-grad-cam's class of that name."""
+image or every class, maps left on the images' device, nothing left behind; make_cam: each cam.method
+equal to pytorch-grad-cam's class of that name, as tensors too."""
 
 from __future__ import annotations
 
@@ -10,13 +11,15 @@ import pytest
 import torch
 from pytorch_grad_cam import (AblationCAM, EigenCAM, GradCAM, GradCAMPlusPlus, HiResCAM, LayerCAM, ScoreCAM,
                               XGradCAM)
+from pytorch_grad_cam.utils.image import scale_cam_image
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from torch import nn
+from torch.overrides import TorchFunctionMode
 
 from cxrcam.data.batches import to_batch
 from cxrcam.data.synthetic import CLASSES, render_phantom
 from cxrcam.errors import CxrcamError
-from cxrcam.explanation.gradcam import FastGradCAM, FastHiResCAM
+from cxrcam.explanation.gradcam import FastGradCAM, FastHiResCAM, scale_to_input
 from cxrcam.explanation.methods import PytorchGradCAM, make_cam
 from cxrcam.models import DEFAULT_CAM_LAYER, build_model, get_layer
 
@@ -28,6 +31,13 @@ def images() -> torch.Tensor:
                      for label in CLASSES[:3]], {"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]})
 
 
+def host(maps: torch.Tensor) -> np.ndarray:
+    """A method's maps as pytorch-grad-cam gives them, after checking that they are what the
+    interface promises: float32 tensors (left on the images' device)."""
+    assert isinstance(maps, torch.Tensor) and maps.dtype == torch.float32
+    return maps.cpu().numpy()
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("fast, slow", [(FastGradCAM, GradCAM), (FastHiResCAM, HiResCAM)],
                          ids=["gradcam", "hirescam"])
@@ -37,15 +47,38 @@ def test_maps_equal_pytorch_grad_cam_and_lie_in_unit_range(name, fast, slow, ima
     model = build_model(name, 4, 64).eval()
     layer = get_layer(model, DEFAULT_CAM_LAYER[name])
     targets = [0, 2, 3]
-    cams, logits = fast(model, layer)(images, targets)
+    cam = fast(model, layer)
+    cams, logits = cam(images, targets)
+    cams = host(cams)
+    every_class, class_logits = cam.per_class(images)
+    every_class = host(every_class)
     with slow(model, [layer]) as reference:
         expected = reference(images, [ClassifierOutputTarget(t) for t in targets])
-    assert cams.shape == (3, 64, 64) and logits.shape == (3, 4)
+        expected_classes = [reference(images, [ClassifierOutputTarget(k)] * 3) for k in range(4)]
+    assert cams.shape == (3, 64, 64) and logits.shape == (3, 4) and every_class.shape == (3, 4, 64, 64)
     assert cams.min() >= 0 and cams.max() <= 1
     assert (cams.reshape(3, -1).max(1) > 0.99).sum() >= 2  # not all-zero maps that would match trivially
-    assert np.abs(cams - expected).max() < 1e-4
+    assert np.abs(cams - expected).max() <= 1e-4
+    for k in range(4):
+        assert np.abs(every_class[:, k] - expected_classes[k]).max() <= 1e-4, k
     with torch.no_grad():
-        assert torch.allclose(logits, model(images), atol=1e-5)
+        assert torch.allclose(logits, model(images), atol=1e-5) and torch.equal(logits, class_logits)
+
+
+@pytest.mark.parametrize("layer_size, input_size", [((7, 7), (224, 224)), ((2, 2), (64, 64)), ((3, 5), (50, 37)),
+                                                    ((8, 12), (8, 12)), ((1, 1), (16, 16)), ((20, 14), (7, 6))],
+                         ids=["resnet50-224", "resnet50-64", "odd-factors", "same-size", "one-pixel", "shrinking"])
+def test_scaling_on_the_device_equals_pytorch_grad_cams_scale_and_resize(layer_size, input_size):
+    """What pytorch-grad-cam does to one layer's maps (scale, resize with OpenCV, scale again), here
+    for maps with several leading dimensions at once; also on constant maps (all zero after scaling)."""
+    maps = torch.rand(2, 3, *layer_size, generator=torch.Generator().manual_seed(6)) ** 3
+    maps[1, 2] = 0.5
+    height, width = input_size
+    scaled = scale_to_input(maps, height, width)
+    expected = scale_cam_image(scale_cam_image(maps.reshape(6, *layer_size).numpy(), (width, height)))
+    assert scaled.shape == (2, 3, height, width) and scaled.dtype == torch.float32
+    assert np.abs(scaled.reshape(6, height, width).numpy() - expected).max() <= 1e-6
+    assert scaled[1, 2].abs().max() == 0
 
 
 def test_hirescam_equals_gradcam_behind_a_global_pooling_head_only(images):
@@ -57,7 +90,7 @@ def test_hirescam_equals_gradcam_behind_a_global_pooling_head_only(images):
         layer = get_layer(model, DEFAULT_CAM_LAYER[name])
         grad, _ = FastGradCAM(model, layer)(images, [0, 1, 2])
         hires, _ = FastHiResCAM(model, layer)(images, [0, 1, 2])
-        assert (np.abs(grad - hires).max() < 1e-4) == same, name
+        assert ((grad - hires).abs().max() < 1e-4) == same, name
 
 
 def test_each_image_is_explained_for_its_own_target(images):
@@ -68,9 +101,10 @@ def test_each_image_is_explained_for_its_own_target(images):
     batch, _ = cam(images, [0, 1, 2])
     for i, target in enumerate([0, 1, 2]):
         single, _ = cam(images[i:i + 1], [target])
-        assert np.abs(batch[i] - single[0]).max() < 1e-5
+        assert (batch[i] - single[0]).abs().max() < 1e-5
     other, _ = cam(images, [1, 1, 1])
-    assert np.abs(batch - other).max() > 1e-3  # the target really changes the maps
+    assert (batch - other).abs().max() > 1e-3  # the target really changes the maps
+    assert torch.equal(cam(images, torch.tensor([0, 1, 2]))[0], batch)  # targets as a tensor too
     with pytest.raises(ValueError, match="one target class per image"):
         cam(images, [0])
 
@@ -83,7 +117,39 @@ def test_all_classes_from_one_forward_equal_one_call_per_class(images):
     assert maps.shape == (3, 4, 64, 64)
     for k in range(4):
         single, single_logits = cam(images, [k] * 3)
-        assert np.abs(maps[:, k] - single).max() < 1e-5 and torch.allclose(logits, single_logits)
+        assert (maps[:, k] - single).abs().max() < 1e-5 and torch.allclose(logits, single_logits)
+
+
+class HostReads(TorchFunctionMode):
+    """Records every call that brings a tensor's values to the host (on a GPU, each waits for it)."""
+
+    READS = {torch.Tensor.cpu, torch.Tensor.numpy, torch.Tensor.item, torch.Tensor.tolist, torch.Tensor.__array__,
+             torch.Tensor.__bool__, torch.Tensor.__float__, torch.Tensor.__int__, torch.Tensor.__index__}
+
+    def __init__(self):
+        super().__init__()
+        self.seen = []
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        if func in self.READS:
+            self.seen.append(func.__name__)
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize("fast", [FastGradCAM, FastHiResCAM])
+def test_fast_cams_never_read_values_back_to_the_host(fast, images):
+    """Maps, scaling and resizing stay with the images, so a GPU runs them without waiting on the host."""
+    torch.manual_seed(4)
+    model = build_model("simple_cnn", 4, 64).eval()
+    cam = fast(model, get_layer(model, LAYERS["simple_cnn"]))
+    with HostReads() as reads:
+        cam(images, [0, 1, 2])
+        cam(images, torch.tensor([0, 1, 2]))
+        cam.per_class(images)
+    assert reads.seen == []
+    with HostReads() as reads:  # the watch sees such reads
+        cam(images, [0, 1, 2])[0].cpu().numpy()
+    assert reads.seen == ["cpu", "numpy"]
 
 
 def test_model_state_is_restored_and_hooks_released(images):
@@ -176,6 +242,7 @@ def test_smoothing_is_off_unless_asked_for(tiny):
 def test_each_method_equals_pytorch_grad_cams_class_of_that_name(tiny, small_images, method):
     targets = [0, 2, 1]
     maps, logits = make_cam(method, tiny, tiny.features[3])(small_images, targets)
+    maps = host(maps)
     expected = reference(method, Tiny(), small_images, targets)
     assert maps.shape == (3, 8, 12)
     assert np.abs(maps - expected).max() < 1e-5
@@ -200,6 +267,7 @@ def test_the_smoothing_flags_reach_the_method(tiny, small_images, method, aug_sm
     """Equal to the method with the same flags, and unlike it without them or with the two swapped."""
     targets = [1, 0, 2]
     maps, _ = make_cam(method, tiny, tiny.features[3], aug_smooth, eigen_smooth)(small_images, targets)
+    maps = host(maps)
     assert np.abs(maps - reference(method, Tiny(), small_images, targets, aug_smooth, eigen_smooth)).max() < 1e-5
     for other in ((False, False), (eigen_smooth, aug_smooth)):
         assert np.abs(maps - reference(method, Tiny(), small_images, targets, *other)).max() > 1e-3, other
@@ -208,6 +276,7 @@ def test_the_smoothing_flags_reach_the_method(tiny, small_images, method, aug_sm
 @pytest.mark.parametrize("method, eigen_smooth", [("gradcam", False), ("gradcam++", False), ("gradcam", True)])
 def test_per_class_maps_are_in_class_order(tiny, small_images, method, eigen_smooth):
     maps, logits = make_cam(method, tiny, tiny.features[3], eigen_smooth=eigen_smooth).per_class(small_images)
+    maps = host(maps)
     assert maps.shape == (3, 3, 8, 12)
     for k in range(3):
         expected = reference(method, Tiny(), small_images, [k] * 3, eigen_smooth=eigen_smooth)
@@ -224,6 +293,7 @@ def test_fast_cams_run_in_float32_under_autocast(tiny, small_images):
     with torch.autocast("cpu", dtype=torch.bfloat16):
         maps, logits = make_cam("gradcam", tiny, tiny.features[3])(small_images, [0, 2, 1])
         slow_maps, slow_logits = make_cam("gradcam++", tiny, tiny.features[3])(small_images, [0, 2, 1])
+    maps, slow_maps = host(maps), host(slow_maps)
     assert np.abs(maps - reference("gradcam", Tiny(), small_images, [0, 2, 1])).max() < 1e-5
     assert np.abs(slow_maps - reference("gradcam++", Tiny(), small_images, [0, 2, 1])).max() < 1e-5
     assert logits.dtype == torch.float32
@@ -237,5 +307,15 @@ def test_cams_on_the_gpu_equal_those_on_the_cpu(small_images, method):
     maps, logits = make_cam(method, cpu, cpu.features[3])(small_images, [0, 2, 1])
     gpu = Tiny().cuda().eval()
     gpu_maps, gpu_logits = make_cam(method, gpu, gpu.features[3])(small_images.cuda(), [0, 2, 1])
-    assert np.abs(gpu_maps - maps).max() < 1e-4
+    assert gpu_maps.device.type == "cuda" and gpu_maps.dtype == torch.float32
+    assert (gpu_maps.cpu() - maps).abs().max() < 1e-4
+    if method != "gradcam++":  # pytorch-grad-cam's methods compute on the host; the fast ones never wait for it
+        on_gpu = small_images.cuda()
+        torch.cuda.synchronize()
+        torch.cuda.set_sync_debug_mode("error")
+        try:
+            make_cam(method, gpu, gpu.features[3]).per_class(on_gpu)
+            make_cam(method, gpu, gpu.features[3])(on_gpu, [0, 2, 1])
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
     assert torch.allclose(gpu_logits.cpu(), logits, atol=1e-5)

@@ -104,6 +104,7 @@ def explain_run(run: LoadedRun, layer: CamLayer, samples: list[tuple[str, str | 
             if not batch:
                 continue
             cams, logits = cam.per_class(run.batch([gray for _, _, gray, _ in batch]))  # (batch, classes, size, size)
+            cams = cams.cpu().numpy()  # drawn and saved on the host: one copy per batch
             probs = logits.float().softmax(1).cpu().numpy()
             all_cams.append(cams.astype(np.float16))
             drawn = []

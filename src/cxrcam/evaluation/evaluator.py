@@ -46,6 +46,7 @@ def evaluate_cams(run: LoadedRun, samples: list[Sample], split_file: str, method
                       unit="batch"):
         batch = samples[start:start + step]
         maps, logits = cam(run.batch([s.gray for s in batch]), targets[start:start + step])
+        maps = maps.cpu().numpy()  # scored on the host: one copy per batch
         probs.append(logits.float().softmax(1).cpu().numpy())
         cams.append(maps)
         records += [image_scores(m, s, {**settings, "criteria": cfg["patterns"].get(s.label, [])})

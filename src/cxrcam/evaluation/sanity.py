@@ -62,14 +62,14 @@ def cascading_randomisation(model: nn.Module, make_cam: Callable[[nn.Module], ob
     """[{block, rank_correlation, ssim}] per cumulative step; ``make_cam(model)`` builds the CAM
     method on a model (the randomised copy). Rank correlation and SSIM are means over images,
     each against the trained model's CAM; the first row is the trained model itself (1, 1)."""
-    reference, _ = make_cam(model)(images, targets)
+    reference = make_cam(model)(images, targets)[0].cpu().numpy()
     randomised = copy.deepcopy(model)
     rows = [{"block": "trained", "rank_correlation": 1.0, "ssim": 1.0}]
     with torch.random.fork_rng():
         torch.manual_seed(seed)
         for block in randomisation_blocks(model):
             reinitialise(randomised.get_submodule(block))
-            cams, _ = make_cam(randomised)(images, targets)
+            cams = make_cam(randomised)(images, targets)[0].cpu().numpy()
             pairs = list(zip(reference, cams, strict=True))
             rows.append({"block": block, "rank_correlation": float(np.mean([rank_correlation(*p) for p in pairs])),
                          "ssim": float(np.mean([ssim(*p) for p in pairs]))})

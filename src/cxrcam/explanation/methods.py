@@ -1,11 +1,11 @@
 """The CAM methods ``cam.method`` names, behind one interface: ``cam(images, targets)`` and
-``cam.per_class(images)``, each returning (maps scaled to [0, 1] at input size, logits)."""
+``cam.per_class(images)``, each returning (maps scaled to [0, 1] at input size, logits), the maps as
+float32 tensors on the images' device, so callers copy them to the host once, where they need them."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-import numpy as np
 import torch
 from pytorch_grad_cam import (AblationCAM, EigenCAM, GradCAM, GradCAMPlusPlus, HiResCAM, LayerCAM,
                               ScoreCAM, XGradCAM)
@@ -27,19 +27,19 @@ class PytorchGradCAM:
         self.cam_class, self.model, self.layer = PYTORCH_GRAD_CAM[method], model, layer
         self.aug_smooth, self.eigen_smooth = aug_smooth, eigen_smooth
 
-    def __call__(self, images: torch.Tensor, targets: Sequence[int]) -> tuple[np.ndarray, torch.Tensor]:
+    def __call__(self, images: torch.Tensor, targets: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
         with torch.no_grad():
             logits = self.model.eval()(images)
         with self.cam_class(self.model, [self.layer]) as cam, torch.autocast(images.device.type, enabled=False):
             maps = cam(images, [ClassifierOutputTarget(t) for t in targets],
                        aug_smooth=self.aug_smooth, eigen_smooth=self.eigen_smooth)
-        return maps, logits
+        return torch.from_numpy(maps).to(images.device, torch.float32), logits
 
-    def per_class(self, images: torch.Tensor) -> tuple[np.ndarray, torch.Tensor]:
+    def per_class(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(CAMs (N, classes, H, W), logits): one call per class."""
         first, logits = self(images, [0] * len(images))
         maps = [first] + [self(images, [k] * len(images))[0] for k in range(1, logits.shape[1])]
-        return np.stack(maps, axis=1), logits
+        return torch.stack(maps, dim=1), logits
 
 
 def make_cam(method: str, model: nn.Module, layer: nn.Module, aug_smooth: bool = False,
