@@ -141,7 +141,7 @@ def test_fast_cams_never_read_values_back_to_the_host(fast, images):
     """Maps, scaling and resizing stay with the images, so a GPU runs them without waiting on the host."""
     torch.manual_seed(4)
     model = build_model("simple_cnn", 4, 64).eval()
-    cam = fast(model, get_layer(model, LAYERS["simple_cnn"]))
+    cam = fast(model, get_layer(model, DEFAULT_CAM_LAYER["simple_cnn"]))
     with HostReads() as reads:
         cam(images, [0, 1, 2])
         cam(images, torch.tensor([0, 1, 2]))
