@@ -6,7 +6,7 @@ pytorch-grad-cam fills that system in a LIL matrix and solves it with spsolve's 
 (COLAMD ordering, partial pivoting). Here it is built from index arrays precomputed per image
 shape, and as it is symmetric (a neighbour's weight is its opposite's) and diagonally dominant,
 SuperLU factorises it once for all channels in symmetric mode (no pivoting), its unknowns in a
-nested dissection order of the pixel grid: the same solution to rounding, 3x faster at 224 px
+nested dissection order of the pixel grid: the same solution to rounding, 4x faster at 224 px
 (README, Evaluating). The factorisation is most of the time left.
 """
 
