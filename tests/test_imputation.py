@@ -12,7 +12,7 @@ import pytest
 import torch
 from pytorch_grad_cam.metrics.road import NoisyLinearImputer
 
-from cxrcam.evaluation.imputation import noisy_linear_imputation
+from cxrcam.evaluation.imputation import nested_dissection, noisy_linear_imputation
 
 TOLERANCE = 1e-5  # the promise is 1e-4; both solve the same float64 system and round it to float32
 
@@ -91,6 +91,19 @@ def test_equals_pytorch_grad_cam_on_a_224_px_road_mask():
     img, mask = image(3, (224, 224)), blob_mask((224, 224), 40, seed=4)
     ours, reference = both(img, mask, noise=0.01)
     assert (ours - reference).abs().max() <= TOLERANCE
+
+
+@pytest.mark.parametrize("size", [64, 128])
+@pytest.mark.parametrize("kept", [1, 50, 99])
+def test_equals_pytorch_grad_cam_on_road_masks_down_to_one_percent_kept_or_removed(size, kept):
+    img, mask = image(3, (size, size), seed=size), blob_mask((size, size), kept, seed=kept)
+    ours, reference = both(img, mask, noise=0.01)
+    assert (ours - reference).abs().max() <= TOLERANCE
+
+
+@pytest.mark.parametrize("shape", [(1, 15), (15, 1), (9, 23), (224, 224)])
+def test_the_unknowns_order_holds_every_pixel_once(shape):
+    assert np.array_equal(np.sort(nested_dissection(*shape)), np.arange(shape[0] * shape[1]))
 
 
 def test_nothing_removed_returns_the_image_and_draws_no_noise():

@@ -3,7 +3,7 @@
 ROAD (Rong et al. 2022) removes a share of the pixels, most or least relevant first, and fills them
 by noisy linear imputation, which leaks less of the removed shape than a black or mean fill. Scores
 are changes in the target class's softmax probability. The imputation is ours (imputation.py), equal
-to pytorch-grad-cam's to rounding and 2.6x faster at 224 px; the rest is pytorch-grad-cam's ROAD.
+to pytorch-grad-cam's to rounding and 4x faster at 224 px; the rest is pytorch-grad-cam's ROAD.
 """
 
 from __future__ import annotations
