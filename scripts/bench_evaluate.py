@@ -4,7 +4,7 @@ Prints the seconds per imputed image (3 channels) of cxrcam's noisy linear imput
 pytorch-grad-cam's NoisyLinearImputer, timed in turns on ROAD's masks (the default percentiles,
 most and least relevant first, of a Grad-CAM-like map: a random 7 x 7 grid upsampled) of a few
 phantoms, and the largest difference between the two from the same noise seed. Then it trains a
-model for 1 epoch on synthetic phantoms and times cxrcam.evaluate's evaluate_model with the default
+model for 1 epoch on synthetic phantoms and times cxrcam.evaluation's evaluate_cams with the default
 config (CAMs, scores, ROAD and the confidence drop, the sanity check) on 200 other phantoms.
 
     python scripts/bench_evaluate.py                               # CPU, 224 px, SimpleCNN
@@ -20,7 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
-os.environ.setdefault("TQDM_DISABLE", "1")  # evaluate_model's progress bar would break into the output
+os.environ.setdefault("TQDM_DISABLE", "1")  # evaluate_cams's progress bar would break into the output
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
@@ -36,12 +36,13 @@ from pytorch_grad_cam.metrics.road import NoisyLinearImputer  # noqa: E402
 from cxrcam.config import config_dir  # noqa: E402
 from cxrcam.data.batches import to_batch  # noqa: E402
 from cxrcam.data.synthetic import CLASSES, ensure_synthetic, render_phantom  # noqa: E402
-from cxrcam.evaluate import evaluate_model, layers_for  # noqa: E402
+from cxrcam.evaluate import layers_for  # noqa: E402
+from cxrcam.evaluation.evaluator import evaluate_cams  # noqa: E402
 from cxrcam.evaluation.imputation import noisy_linear_imputation  # noqa: E402
 from cxrcam.evaluation.samples import Sample  # noqa: E402
+from cxrcam.loaded_run import load_run  # noqa: E402
 from cxrcam.models import MODEL_NAMES  # noqa: E402
 from cxrcam.train import train  # noqa: E402
-from cxrcam.checkpoint import load_checkpoint  # noqa: E402
 
 NORMALIZATION = {"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
 
@@ -104,16 +105,17 @@ def trained_checkpoint(root: Path, model: str, size: int, device: torch.device) 
 
 
 def evaluate_seconds(checkpoint: Path, samples: list[Sample], device: torch.device) -> float:
-    """Seconds of evaluate_model with the default config (its first CAM method and layer, with the
+    """Seconds of evaluate_cams with the default config (its first CAM method and layer, with the
     faithfulness and sanity checks), after a warm-up on 4 images without them."""
     cfg = config("evaluate", f"device={device}")
-    payload = {**load_checkpoint(checkpoint), "path": str(checkpoint)}
+    run = load_run(checkpoint, device)
     method = cfg["cam"]["method"][0] if isinstance(cfg["cam"]["method"], list) else cfg["cam"]["method"]
-    layer = layers_for(cfg["cam"]["layer"], payload["meta"])[0]
-    evaluate_model(payload, samples[:4], method, layer, cfg, device, with_checks=False)
+    layer = layers_for(cfg["cam"]["layer"], run.meta)[0]
+    split_file = str(run.split_file())
+    evaluate_cams(run, samples[:4], split_file, method, layer, cfg, with_checks=False)
     synchronize(device)
     started = time.perf_counter()
-    evaluate_model(payload, samples, method, layer, cfg, device)
+    evaluate_cams(run, samples, split_file, method, layer, cfg)
     synchronize(device)
     return time.perf_counter() - started
 
@@ -141,7 +143,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         checkpoint = trained_checkpoint(Path(tmp), args.model, args.size, device)
         seconds = evaluate_seconds(checkpoint, phantoms(args.eval_images, args.size, seed=2), device)
-    print(f"evaluate_model: {args.model} (1 epoch) on {args.eval_images} phantoms at {args.size} px, default "
+    print(f"evaluate_cams: {args.model} (1 epoch) on {args.eval_images} phantoms at {args.size} px, default "
           f"config, {device}: {seconds:.1f} s")
     if args.json:
         args.json.write_text(json.dumps({"ours_s_per_image": ours, "pgc_s_per_image": reference,

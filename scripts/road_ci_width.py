@@ -22,30 +22,25 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from bench_evaluate import config  # noqa: E402
 
-from cxrcam.data.batches import to_batch  # noqa: E402
 from cxrcam.data.split import split_images  # noqa: E402
 from cxrcam.evaluate import layers_for  # noqa: E402
 from cxrcam.evaluation.faithfulness import road_scores  # noqa: E402
 from cxrcam.evaluation.samples import balanced_subset, load_samples  # noqa: E402
 from cxrcam.evaluation.stats import bootstrap_ci  # noqa: E402
 from cxrcam.explanation.methods import make_cam  # noqa: E402
-from cxrcam.models import get_layer, model_from_checkpoint  # noqa: E402
+from cxrcam.loaded_run import load_run  # noqa: E402
 from cxrcam.train import train  # noqa: E402
-from cxrcam.checkpoint import load_checkpoint  # noqa: E402
 
 
 def road_combined_of_test_images(run_dir: Path, cfg: dict) -> tuple[np.ndarray, list[str]]:
     """Per test image of the run, ROAD combined of its true class's CAM, and the images' labels."""
-    payload = load_checkpoint(run_dir / "checkpoints" / "best.pt")
-    meta = payload["meta"]
-    samples, _ = load_samples(split_images(str(run_dir / "split.csv"), meta["class_names"], "test", None),
-                              meta["image_size"])
-    model = model_from_checkpoint(payload)
-    images = to_batch([s.gray for s in samples], meta["normalization"])
-    targets = [meta["class_names"].index(s.label) for s in samples]
-    cam = make_cam(cfg["cam"]["method"], model, get_layer(model, layers_for(cfg["cam"]["layer"], meta)[0]))
+    run = load_run(run_dir / "checkpoints" / "best.pt", torch.device("cpu"))
+    samples, _ = load_samples(split_images(str(run.split_file()), run.class_names, "test", None), run.image_size)
+    images = run.batch([s.gray for s in samples])
+    targets = [run.class_names.index(s.label) for s in samples]
+    cam = make_cam(cfg["cam"]["method"], run.model, run.cam_layer(layers_for(cfg["cam"]["layer"], run.meta)[0]).module)
     cams = torch.cat([cam(images[i:i + 32], targets[i:i + 32])[0] for i in range(0, len(samples), 32)]).numpy()
-    road = road_scores(model, images, cams, targets, cfg["faithfulness"]["percentiles"], cfg["seed"])
+    road = road_scores(run.model, images, cams, targets, cfg["faithfulness"]["percentiles"], cfg["seed"])
     return road["combined"], [s.label for s in samples]
 
 
