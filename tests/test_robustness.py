@@ -196,7 +196,8 @@ SAVE_FOREVER = """
 import sys, torch
 from cxrcam.checkpoint import save_checkpoint
 for i in range(1_000_000):
-    save_checkpoint({"state_dict": {"w": torch.full((4_000_000,), float(i))}, "meta": {"i": i}}, sys.argv[1])
+    save_checkpoint({"state_dict": {"w": torch.full((4_000_000,), float(i))},
+                     "meta": {"format_version": 1, "i": i}}, sys.argv[1])
 """
 
 
