@@ -26,7 +26,7 @@ demo: $(VENV)/.installed
 	$(PY) -m cxrcam.evaluate sweep=$(DEMO_DIR) 'cam.method=[gradcam,hirescam]' \
 		'cam.layer={resnet50:[layer4.2,layer3.5],simple_cnn:[features.3,features.2]}' \
 		shortcut_ckpt=$(DEMO_DIR)/shortcut/confounded/checkpoints/best.pt \
-		faithfulness.n_images=8 sanity.n_images=8 hydra.run.dir=$(DEMO_DIR)/evaluate
+		hydra.run.dir=$(DEMO_DIR)/evaluate
 	@echo "demo outputs: $(DEMO_DIR) (metrics: comparison.md, Grad-CAM: explain/comparison.png," \
 		"report: evaluate/report.html)"
 
