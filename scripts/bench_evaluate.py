@@ -110,7 +110,7 @@ def evaluate_seconds(checkpoint: Path, samples: list[Sample], device: torch.devi
     cfg = config("evaluate", f"device={device}")
     run = load_run(checkpoint, device)
     method = cfg["cam"]["method"][0] if isinstance(cfg["cam"]["method"], list) else cfg["cam"]["method"]
-    layer = layers_for(cfg["cam"]["layer"], run.meta)[0]
+    layer = layers_for(cfg["cam"]["layer"], run.model_name)[0]
     split_file = str(run.split_file())
     evaluate_cams(run, samples[:4], split_file, method, layer, cfg, with_checks=False)
     synchronize(device)

@@ -38,7 +38,8 @@ def road_combined_of_test_images(run_dir: Path, cfg: dict) -> tuple[np.ndarray, 
     samples, _ = load_samples(split_images(str(run.split_file()), run.class_names, "test", None), run.image_size)
     images = run.batch([s.gray for s in samples])
     targets = [run.class_names.index(s.label) for s in samples]
-    cam = make_cam(cfg["cam"]["method"], run.model, run.cam_layer(layers_for(cfg["cam"]["layer"], run.meta)[0]).module)
+    layer = run.cam_layer(layers_for(cfg["cam"]["layer"], run.model_name)[0])
+    cam = make_cam(cfg["cam"]["method"], run.model, layer.module)
     cams = torch.cat([cam(images[i:i + 32], targets[i:i + 32])[0] for i in range(0, len(samples), 32)]).numpy()
     road = road_scores(run.model, images, cams, targets, cfg["faithfulness"]["percentiles"], cfg["seed"])
     return road["combined"], [s.label for s in samples]

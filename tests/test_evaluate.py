@@ -43,7 +43,8 @@ def test_evaluate_writes_metrics_with_chance_levels_and_a_self_contained_report(
     for metric in ("pointing", "pointing_tolerant", "zone_hit", "energy", "otsu_iou", "lung_share"):
         ci = scores[metric]["overall"]
         assert 0 <= ci["low"] <= ci["mean"] <= ci["high"] <= 1
-    chance = {metric: score["chance"]["overall"]["mean"] if score["chance"] else None for metric, score in scores.items()}
+    chance = {metric: score["chance"]["overall"]["mean"] if score["chance"] else None
+              for metric, score in scores.items()}
     assert 0 < chance["pointing"] == chance["energy"] < chance["pointing_tolerant"]
     assert chance["otsu_iou"] is None and 0 < chance["lung_share"] < 1
     for score in scores.values():  # each verdict is its interval against its chance level
@@ -56,7 +57,8 @@ def test_evaluate_writes_metrics_with_chance_levels_and_a_self_contained_report(
         ("Normal", "diffuse")]
     assert all(p["shown"] == (p["agrees"]["mean"] >= 0.5) for p in result["patterns"])
     lesion = {(p["cls"], p["criterion"]): p for p in result["lesion_patterns"]}
-    assert lesion["Lung_Opacity", "unilateral"]["agrees"]["mean"] == 1.0 and lesion["Lung_Opacity", "unilateral"]["shown"]
+    unilateral = lesion["Lung_Opacity", "unilateral"]
+    assert unilateral["agrees"]["mean"] == 1.0 and unilateral["shown"]
     faithfulness = result["faithfulness"]
     assert faithfulness["n_images"] == 4 and len(faithfulness["road_morf"]) == 1
     combined = faithfulness["road_combined"]
@@ -166,11 +168,9 @@ def test_command_line_reports_time_and_exit_code(checkpoint, tmp_path):
 
 
 def test_layer_option_per_model():
-    meta = {"model_name": "resnet50", "target_layer": "layer4.2"}
-    assert layers_for(None, meta) == ["layer4.2"]
-    assert layers_for("layer3.5", meta) == ["layer3.5"]
-    assert layers_for(["layer4.2", "layer3.5"], meta) == ["layer4.2", "layer3.5"]
-    assert layers_for({"resnet50": ["layer4.2", "layer3.5"], "simple_cnn": "features.2"}, meta) == ["layer4.2",
-                                                                                                      "layer3.5"]
-    assert layers_for({"simple_cnn": "features.2"}, meta) == ["layer4.2"]  # not named: its own layer
-
+    assert layers_for(None, "resnet50") == [None]  # the run's own layer
+    assert layers_for("layer3.5", "resnet50") == ["layer3.5"]
+    assert layers_for(["layer4.2", "layer3.5"], "resnet50") == ["layer4.2", "layer3.5"]
+    assert layers_for({"resnet50": ["layer4.2", "layer3.5"], "simple_cnn": "features.2"}, "resnet50") == [
+        "layer4.2", "layer3.5"]
+    assert layers_for({"simple_cnn": "features.2"}, "resnet50") == [None]  # not named: its own layer

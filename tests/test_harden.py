@@ -29,7 +29,7 @@ from cxrcam.explain import explain
 from cxrcam.models import build_model
 from cxrcam.rundir import ARTIFACTS, CLAIM, claim_before_hydra, claim_run_dir
 from cxrcam.train import train
-from cxrcam.checkpoint import save_checkpoint
+from cxrcam.checkpoint import load_checkpoint, save_checkpoint
 
 from conftest import (compose_config, compose_hydra_config, run_tiny, signal_training_after_its_first_epoch, tiny_config,
                       tiny_train_overrides, train_tiny)
@@ -279,6 +279,20 @@ def test_resume_reads_a_checkpoint_config_written_before_keys_were_renamed(train
     save_checkpoint(checkpoint, old / "last.pt")
     report = train(tiny_config(tiny_synthetic, "trainer.epochs=2", f"resume={old / 'last.pt'}"), tmp_path / "resumed")
     assert report["epochs"] == 2
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("override, layer", [(None, "features.2"), ("cam.layer=features.1", "features.1")])
+def test_a_resumed_run_keeps_its_cam_layer_unless_told_otherwise(trained, tiny_synthetic, tmp_path, override, layer):
+    """cam.layer does not change training, so a resume may change it; left unset, the checkpoints keep
+    naming the layer the run was trained with, not the architecture's default."""
+    old = shutil.copytree(trained / "checkpoints", tmp_path / "old" / "checkpoints")
+    checkpoint = torch.load(old / "last.pt", weights_only=True)
+    checkpoint["meta"]["target_layer"] = checkpoint["meta"]["config"]["cam"]["layer"] = "features.2"
+    save_checkpoint(checkpoint, old / "last.pt")
+    overrides = ["trainer.epochs=2", f"resume={old / 'last.pt'}"] + ([override] if override else [])
+    train(tiny_config(tiny_synthetic, *overrides), tmp_path / "resumed")
+    assert load_checkpoint(tmp_path / "resumed" / "checkpoints" / "last.pt")["meta"]["target_layer"] == layer
 
 
 # --- 3. masks ------------------------------------------------------------------------------------

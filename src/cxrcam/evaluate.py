@@ -38,12 +38,12 @@ from cxrcam.rundir import claim_run_dir
 log = logging.getLogger("cxrcam.evaluate")
 
 
-def layers_for(option, meta: dict) -> list[str]:
-    """The layers cam.layer names for one checkpoint: null (its own target layer), a name, a list,
+def layers_for(option, model_name: str) -> list[str | None]:
+    """The layers cam.layer names for one model: null (None: the run's own CAM layer), a name, a list,
     or a mapping from model name to any of these, so that a sweep can compare layers per model."""
     if isinstance(option, dict):
-        option = option.get(meta["model_name"])
-    return [name or meta["target_layer"] for name in (option if isinstance(option, list) else [option])]
+        option = option.get(model_name)
+    return option if isinstance(option, list) else [option]
 
 
 def check_patterns(patterns: dict) -> None:
@@ -64,7 +64,7 @@ def evaluate(cfg: dict, run_dir: Path) -> list[str]:
         raise CxrcamError("control_ckpt is the shortcut audit's control: give shortcut_ckpt too")
     methods = cfg["cam"]["method"] if isinstance(cfg["cam"]["method"], list) else [cfg["cam"]["method"]]
     for run in runs:  # a layer that has no CAM stops the call before any image is loaded
-        for layer_name in layers_for(cfg["cam"]["layer"], run.meta):
+        for layer_name in layers_for(cfg["cam"]["layer"], run.model_name):
             run.cam_layer(layer_name)
     split_files = [run.split_file(cfg["split_file"]) for run in runs]
     if len({run.split_sha256 for run in runs}) > 1 and not cfg["split_file"]:
@@ -85,7 +85,7 @@ def evaluate(cfg: dict, run_dir: Path) -> list[str]:
         if not samples:
             raise CxrcamError(f"none of the {cfg['split']} images of {split_file} could be read")
         for m, method in enumerate(methods):
-            for k, layer_name in enumerate(layers_for(cfg["cam"]["layer"], run.meta)):
+            for k, layer_name in enumerate(layers_for(cfg["cam"]["layer"], run.model_name)):
                 result = evaluate_cams(run, samples, str(split_file), method, layer_name, cfg, with_checks=m == k == 0)
                 print(f"cxrcam.evaluate: {result.model} {method} at {result.layer} ({result.n_images} "
                       f"images): {result.seconds:.1f} s", flush=True)

@@ -239,7 +239,9 @@ def train(cfg: dict, run_dir: Path) -> dict:
     model = build_model(model_cfg["name"], len(classes), data["image_size"], dropout=model_cfg["dropout"],
                         pretrained=model_cfg["pretrained"] if resume is None else False,
                         pooled_size=model_cfg.get("pooled_size"))
-    cam_layer = cfg["cam"]["layer"] or DEFAULT_CAM_LAYER[model_cfg["name"]]
+    # the layer a resumed run's checkpoints name stays its own unless cam.layer says otherwise
+    own_layer = resume["meta"]["target_layer"] if resume is not None else DEFAULT_CAM_LAYER[model_cfg["name"]]
+    cam_layer = cfg["cam"]["layer"] or own_layer
     spatial_layer(model, cam_layer, data["image_size"])
     split_source = Path(data["split_file"]) if data["split_file"] else None
     if resume is not None and split_source is None:

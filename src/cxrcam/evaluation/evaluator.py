@@ -1,7 +1,8 @@
 """One model's CAMs turned into a :class:`CamEvaluation`, and the shortcut audit built from several.
 
 ``cfg`` is evaluate's configuration as a plain dict (conf/evaluate.yaml): localisation, zones,
-patterns, pattern_thresholds, faithfulness, sanity, bootstrap, cam, batch_size, seed.
+patterns, pattern_thresholds, faithfulness, sanity, bootstrap, mean_heatmap_size, cam, batch_size,
+seed, and for the audit split and max_per_class.
 """
 
 from __future__ import annotations
@@ -27,10 +28,10 @@ from cxrcam.loaded_run import LoadedRun
 from cxrcam.models import count_parameters, get_layer
 
 
-def evaluate_cams(run: LoadedRun, samples: list[Sample], split_file: str, method: str, layer_name: str, cfg: dict,
-                  with_checks: bool = True, lung_frame: bool = True) -> CamEvaluation:
+def evaluate_cams(run: LoadedRun, samples: list[Sample], split_file: str, method: str, layer_name: str | None,
+                  cfg: dict, with_checks: bool = True, lung_frame: bool = True) -> CamEvaluation:
     """Every measurement of one model's CAMs (of each image's true class) by one method at one
-    layer; with ``with_checks``, also faithfulness and the sanity check on class-balanced subsets.
+    layer (None: the run's own); with ``with_checks``, also faithfulness and the sanity check on class-balanced subsets.
     Mean heatmaps are in the lung-aligned frame, or the image frame without ``lung_frame``."""
     started = time.perf_counter()
     classes, size = run.class_names, run.image_size
@@ -56,8 +57,8 @@ def evaluate_cams(run: LoadedRun, samples: list[Sample], split_file: str, method
     bootstrap = {**cfg["bootstrap"], "seed": cfg["seed"]}
     expected = {c: cfg["patterns"].get(c, []) for c in classes}
     summary = summarise(records, labels, classes, bootstrap)
-    faithfulness, sanity = (costly_checks(run, samples, cams, method, layer.name, cfg) if with_checks
-                            else (None, None))
+    faithfulness, sanity = (costly_checks(run, samples, cams, targets, method, layer.name, cfg, bootstrap)
+                            if with_checks else (None, None))
     return CamEvaluation(
         run=run.run_dir.name, model=run.model_name, checkpoint=str(run.path), split_file=split_file,
         method=method, layer=layer.name, grid=layer.grid, image_size=size, parameters=count_parameters(run.model),
@@ -80,22 +81,20 @@ def mask_counts(samples: list[Sample]) -> MaskCounts:
                       sum(s.lungs is not None and single_lung_side(s.lungs) is not None for s in samples))
 
 
-def costly_checks(run: LoadedRun, samples: list[Sample], cams: np.ndarray, method: str, layer_name: str,
-                    cfg: dict) -> tuple[Faithfulness, Sanity]:
+def costly_checks(run: LoadedRun, samples: list[Sample], cams: np.ndarray, targets: list[int], method: str,
+                  layer_name: str, cfg: dict, bootstrap: dict) -> tuple[Faithfulness, Sanity]:
     """ROAD and the confidence change, then cascading randomisation, each on its own class-balanced
-    subset (the costly checks)."""
-    labels, classes = [s.label for s in samples], run.class_names
-    bootstrap = cfg["bootstrap"]
+    subset of the images (whose CAMs and target classes are ``cams`` and ``targets``)."""
+    labels = [s.label for s in samples]
 
     def interval(values) -> Interval:
-        return Interval(**bootstrap_ci(values, bootstrap["n_resamples"], bootstrap["level"], cfg["seed"]))
+        return Interval(**bootstrap_ci(values, bootstrap["n_resamples"], bootstrap["level"], bootstrap["seed"]))
 
     subset = balanced_subset(labels, cfg["faithfulness"]["n_images"], cfg["seed"])
     images = run.batch([samples[i].gray for i in subset])
-    targets = [classes.index(labels[i]) for i in subset]
     percentiles = cfg["faithfulness"]["percentiles"]
-    road = road_scores(run.model, images, cams[subset], targets, percentiles, cfg["seed"])
-    change = confidence_change(run.model, images, cams[subset], targets)
+    road = road_scores(run.model, images, cams[subset], [targets[i] for i in subset], percentiles, cfg["seed"])
+    change = confidence_change(run.model, images, cams[subset], [targets[i] for i in subset])
     faithfulness = Faithfulness(len(subset), percentiles, road["morf"].mean(0).tolist(), road["lerf"].mean(0).tolist(),
                                 interval(road["combined"]), interval(change["confidence_drop"]),
                                 interval(change["confidence_increase"]))
@@ -103,7 +102,7 @@ def costly_checks(run: LoadedRun, samples: list[Sample], cams: np.ndarray, metho
     steps = cascading_randomisation(
         run.model, lambda m: make_cam(method, m, get_layer(m, layer_name), cfg["cam"]["aug_smooth"],
                                       cfg["cam"]["eigen_smooth"]),
-        run.batch([samples[i].gray for i in subset]), [classes.index(labels[i]) for i in subset], cfg["seed"])
+        run.batch([samples[i].gray for i in subset]), [targets[i] for i in subset], cfg["seed"])
     return faithfulness, Sanity([SanityStep(**step) for step in steps])
 
 
@@ -153,9 +152,8 @@ def shortcut_audit(shortcut: LoadedRun, control: LoadedRun | None, references: l
             at_size[run.image_size] = load_samples([(s.path, s.label) for s in marked], run.image_size)[0]
     rows, comparisons = [], []
     for method in methods:
-        rows_of_method = [AuditRow(role, evaluate_cams(run, at_size[run.image_size], split_file, method,
-                                                       run.meta["target_layer"], cfg, with_checks=False,
-                                                       lung_frame=False))
+        rows_of_method = [AuditRow(role, evaluate_cams(run, at_size[run.image_size], split_file, method, None, cfg,
+                                                       with_checks=False, lung_frame=False))
                           for run, role in roles]
         confounded = rows_of_method[0].evaluation.scores
         comparisons += [MarkerComparison(method, row.role, row.evaluation.model, confounded["marker_share"].overall,

@@ -1,6 +1,6 @@
 """What an evaluation finds, as typed values: every number with its interval, the chance level it is
 judged against, the threshold it is held to, and the verdict. Reporting only words and draws these;
-cam_metrics.json is their ``asdict``.
+cam_metrics.json is their fields (:func:`plain`), pictures left out.
 """
 
 from __future__ import annotations

@@ -52,8 +52,9 @@ class FastGradCAM:
         (a list, or a tensor of class indices, which may already be on the device)."""
         if len(targets) != len(images):
             raise ValueError(f"one target class per image: {len(images)} images, {len(targets)} targets")
-        # non_blocking: a blocking copy to a GPU would first wait for all the work queued on it
-        index = torch.as_tensor(targets).to(images.device, non_blocking=True).view(-1, 1)
+        # non_blocking on CUDA: a blocking copy would first wait for all the work queued on the GPU (MPS
+        # may read a freed host tensor when not blocking: pytorch/pytorch#139550)
+        index = torch.as_tensor(targets).to(images.device, non_blocking=images.device.type == "cuda").view(-1, 1)
         with self._head_graph(images) as (logits, activation):
             (grads,) = torch.autograd.grad(logits.gather(1, index).sum(), activation)
         return scale_to_input(self._positive_map(activation, grads), *images.shape[-2:]), logits.detach()

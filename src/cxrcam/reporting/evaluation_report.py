@@ -36,10 +36,12 @@ def _ci(result: CamEvaluation, metric: str, cls: str | None = None) -> Interval 
 
 
 def _hit(result: CamEvaluation, metric: str, cls: str | None = None) -> str:
-    """A hit rate or share with its CI and chance level, e.g. '0.74 [0.66, 0.81] (chance 0.06)'."""
+    """A score with its CI and, where it has one, its chance level, e.g. '0.74 [0.66, 0.81] (chance 0.06)'."""
     score = result.scores.get(metric)
     value = score.of(cls) if score else None
-    return "n/a" if not value else f"{ci_text(value)} (chance {score.chance.of(cls).mean:.2f})"
+    if not value:
+        return "n/a"
+    return ci_text(value) + (f" (chance {score.chance.of(cls).mean:.2f})" if score.chance else "")
 
 
 class Document:
