@@ -82,6 +82,7 @@ def test_explaining_a_folder_of_the_dataset_labels_every_image_from_its_class_fo
 
 @pytest.mark.slow
 def test_evaluation_uses_every_lung_mask_and_profiles_every_class(run_dir, tmp_path):
+    """The real set has lung masks but no lesion masks: the report must not offer a reference row of n/a."""
     cfg = compose_config("evaluate", f"ckpt={run_dir / 'checkpoints' / 'best.pt'}", "device=cpu",
                          "faithfulness.n_images=4", "faithfulness.percentiles=[50]", "sanity.n_images=4",
                          "bootstrap.n_resamples=100")
@@ -92,3 +93,6 @@ def test_evaluation_uses_every_lung_mask_and_profiles_every_class(run_dir, tmp_p
     assert set(result["zone_profiles"]) == set(TINY_CLASSES)
     assert result["scores"]["lung_share"]["overall"]["n"] == 4
     assert np.isfinite(result["scores"]["lung_share"]["overall"]["mean"])
+    report = (tmp_path / "report.md").read_text()
+    assert "No evaluated image has a lesion mask" in report
+    assert "lesion masks (reference)" not in report and "The first row scores the lesion masks" not in report

@@ -142,11 +142,12 @@ def _marginals(zone_shares: dict) -> list[float]:
 
 
 def plot_pattern_agreement(results: list[dict], classes: list[str], path: Path) -> None:
-    """Rows = the lesion masks (reference), then model/layer; columns = class: criterion; cells: the
-    share of images whose CAM agrees."""
+    """Rows = the lesion masks (reference) where the data has any, then model/layer; columns = class:
+    criterion; cells: the share of images whose CAM agrees."""
     columns = [(c, crit) for c in classes for crit in results[0]["patterns"].get(c, [])]
-    rows = [("lesion masks (reference)", results[0]["lesion_patterns"])] + [(result_label(r), r["scores"])
-                                                                            for r in results]
+    reference = results[0]["lesion_patterns"]
+    rows = ([("lesion masks (reference)", reference)] if reference else []) + [(result_label(r), r["scores"])
+                                                                              for r in results]
     values = np.array([[scores.get(f"pattern:{crit}", {}).get("per_class", {}).get(c, {}).get("mean", np.nan)
                         for c, crit in columns] for _, scores in rows])
     fig, ax = plt.subplots(figsize=(1.1 * len(columns) + 3, 0.55 * len(rows) + 1.8))
