@@ -19,6 +19,8 @@ from cxrcam.data.synthetic import ensure_synthetic
 from cxrcam.train import train
 from cxrcam.checkpoint import load_checkpoint
 
+from radiography_layout import build_radiography_database
+
 TINY_CLASSES = ["COVID", "Lung_Opacity", "Normal", "Viral Pneumonia"]
 
 
@@ -26,6 +28,13 @@ TINY_CLASSES = ["COVID", "Lung_Opacity", "Normal", "Viral Pneumonia"]
 def tiny_synthetic(tmp_path_factory) -> Path:
     """8 phantoms per class at 64 px, in the database layout (generated once per session)."""
     return ensure_synthetic(tmp_path_factory.mktemp("data") / "synthetic", n_per_class=8, resolution=64, seed=0)
+
+
+@pytest.fixture(scope="session")
+def radiography_database(tmp_path_factory) -> Path:
+    """The COVID-19 Radiography Database's own layout in miniature (5 phantoms per class, 299 px
+    images, 256 px lung masks, its xlsx and README files): the dataset folder, inside a parent."""
+    return build_radiography_database(tmp_path_factory.mktemp("download"))
 
 
 @pytest.fixture()

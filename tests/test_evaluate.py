@@ -85,6 +85,7 @@ def test_evaluate_writes_metrics_with_chance_levels_and_a_self_contained_report(
     assert headings[0] == "Data" and headings[-1] == "Conclusions" and "Shortcut audit" not in page
     assert "chance" in page and "2x2" in page
     markdown = (tmp_path / "report.md").read_text()
+    assert "| lesion masks (reference) |" in markdown  # lesion masks here: their row is the reference
     linked = re.findall(r"!\[[^\]]*\]\(([^)]*)\)", markdown)
     assert len(linked) == 7 and all((tmp_path / p).is_file() for p in linked)
 

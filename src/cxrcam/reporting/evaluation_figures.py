@@ -141,10 +141,11 @@ def _agreeing(agreement) -> float:
 
 
 def plot_pattern_agreement(results: list[CamEvaluation], classes: list[str], path: Path) -> None:
-    """Rows = the lesion masks (reference), then model/layer; columns = class: criterion; cells: the
-    share of images whose CAM agrees."""
+    """Rows = the lesion masks (reference) where the data has any, then model/layer; columns = class:
+    criterion; cells: the share of images whose CAM agrees."""
     columns = [(c, crit) for c in classes for crit in results[0].expected_patterns.get(c, [])]
-    rows = [("lesion masks (reference)", results[0], True)] + [(r.label, r, False) for r in results]
+    reference = [("lesion masks (reference)", results[0], True)] if results[0].lesion_patterns else []
+    rows = reference + [(r.label, r, False) for r in results]
     values = np.array([[_agreeing(result.pattern(c, crit, reference)) for c, crit in columns]
                        for _, result, reference in rows])
     fig, ax = plt.subplots(figsize=(1.1 * len(columns) + 3, 0.55 * len(rows) + 1.8))

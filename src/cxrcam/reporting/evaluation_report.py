@@ -206,11 +206,14 @@ def _zones_section(doc: Document, results: list[CamEvaluation], classes: list[st
     doc.figure(fig_dir / "pattern_agreement.png", "Share of each class's images whose CAM shows the expected "
                                                   "pattern (seed: Lung Disease Features)")
     columns = [(c, criterion) for c in classes for criterion in results[0].expected_patterns.get(c, [])]
-    rows = [["lesion masks (reference)"] + [_agreement(results[0], *col, reference=True) for col in columns]]
+    reference = bool(results[0].lesion_patterns)  # none without lesion masks, as in the real database
+    rows = [["lesion masks (reference)"] + [_agreement(results[0], *col, reference=True) for col in columns]
+            ] if reference else []
     rows += [[r.label] + [_agreement(r, *col) for col in columns] for r in results]
     doc.para("Each cell: share of images agreeing [95 % CI] (in brackets: the mean value it was judged on, a "
-             "share of lung mass, a left/right ratio or an evenness). The first row scores the lesion masks as "
-             "if they were CAMs: a criterion they meet is reachable on this data.")
+             "share of lung mass, a left/right ratio or an evenness)."
+             + (" The first row scores the lesion masks as if they were CAMs: a criterion they meet is reachable "
+                "on this data." if reference else ""))
     doc.table(["model @ layer (grid)", *(f"{c}: {criterion}" for c, criterion in columns)], rows)
 
 
