@@ -150,6 +150,10 @@ TRAIN_REFUSED = [
     ("seed", True, "seed=True must be a whole number >= 0"),
     ("trainer.epochs", 0, "trainer.epochs=0 must be a whole number >= 1"),
     ("trainer.epochs", 1.5, "trainer.epochs=1.5 must be a whole number >= 1"),
+    ("trainer.early_stop_patience", 0, "trainer.early_stop_patience=0 must be a whole number >= 1 or null (off)"),
+    ("trainer.early_stop_patience", 2.5, "trainer.early_stop_patience=2.5 must be a whole number >= 1 or null (off)"),
+    ("trainer.early_stop_patience", True, "trainer.early_stop_patience=True must be a whole number >= 1 or null (off)"),
+    ("trainer.early_stop_patience", "5", "trainer.early_stop_patience='5' must be a whole number >= 1 or null (off)"),
     ("data.batch_size", 0, "data.batch_size=0 must be a whole number >= 1"),
     ("data.num_workers", -1, "data.num_workers=-1 must be a whole number >= 0 or auto"),
     ("data.image_size", 0, "data.image_size=0 must be a whole number >= 1"),
@@ -235,6 +239,9 @@ TRAIN_ACCEPTED = [
      ("data.on_bad_image", "error")],
     [("optim.scheduler", "cosine"), ("trainer.class_balance", "none")],
     [("seed", 0), ("trainer.epochs", 1), ("data.batch_size", 1), ("data.num_workers", 0)],
+    [("trainer.early_stop_patience", 1)],
+    [("trainer.early_stop_patience", None)],
+    [("trainer.early_stop_patience", DELETE)],  # a config from before early stopping: off
     [("optim.lr", 1e-12), ("optim.weight_decay", 0), ("model.dropout", 0)],
     [("model.dropout", 0.999)],
     [("model.pooled_size", 1)],
@@ -264,6 +271,30 @@ TRAIN_ACCEPTED = [
 @pytest.mark.parametrize("edits", TRAIN_ACCEPTED, ids=[" ".join(f"{p}={v!r}" for p, v in e) for e in TRAIN_ACCEPTED])
 def test_training_values_on_the_edge_of_each_range_are_accepted(composed, edits):
     validate_train_config(changed(composed["train"], *edits))
+
+
+def test_early_stopping_is_off_by_default(composed):
+    """Only experiment=seed turns it on: every other run trains its trainer.epochs, as before."""
+    assert composed["train"]["trainer"]["early_stop_patience"] is None
+
+
+@pytest.mark.parametrize("model, pretrained", [("resnet50", True), ("densenet121", True), ("simple_cnn", False)])
+def test_experiment_seed_composes_the_seeds_recipe_for_each_model(model, pretrained):
+    """The seed's optimiser, batch and size; ImageNet weights where they exist (SimpleCNN has none,
+    and model.pretrained=true would stop it); our epoch cap and patience (the slides give none)."""
+    cfg = compose_config("train", "experiment=seed", f"model={model}", "data=covid_radiography", "data.root=/data")
+    validate_train_config(cfg)
+    assert cfg["model"]["name"] == model and cfg["model"]["pretrained"] is pretrained
+    assert (cfg["data"]["image_size"], cfg["data"]["batch_size"]) == (224, 32)
+    assert cfg["optim"] == {"name": "adam", "lr": 1e-4, "weight_decay": 0.0, "scheduler": "none"}
+    assert (cfg["trainer"]["epochs"], cfg["trainer"]["early_stop_patience"]) == (30, 5)
+    assert cfg["model"]["dropout"] == 0.5
+
+
+def test_experiment_seed_lets_the_command_line_override_pretrained():
+    """A weights file elsewhere: model.pretrained=<path> wins over the experiment's per-model mapping."""
+    cfg = compose_config("train", "experiment=seed", "model=densenet121", "model.pretrained=/w/densenet121.pth")
+    assert cfg["model"]["pretrained"] == "/w/densenet121.pth"
 
 
 def test_data_split_file_must_name_an_existing_file(composed, tmp_path):

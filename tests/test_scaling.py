@@ -223,6 +223,21 @@ def test_torchrun_two_processes_train_and_resume_as_one_with_the_same_global_bat
 
 
 @pytest.mark.slow
+@pytest.mark.child_process
+def test_torchrun_ranks_stop_early_at_the_same_epoch(tiny_synthetic, tmp_path):
+    """Both ranks must leave the loop together: one going on alone would wait in a collective until
+    the timeout. At lr 1e-12 nothing improves after epoch 1, so patience 2 stops both after epoch 3."""
+    run = tmp_path / "run"
+    _torchrun(*tiny_train_overrides(tiny_synthetic, "data.batch_size=4", "optim.lr=1e-12", "trainer.epochs=10",
+                                    "trainer.early_stop_patience=2", "trainer.dist_timeout_min=1"),
+              f"hydra.run.dir={run}", cwd=tmp_path)
+    report = json.loads((run / "test_metrics.json").read_text())
+    assert (report["processes"], report["stopped_early"], report["epochs_run"], report["best_epoch"]) == (2, True, 3, 1)
+    logged = (run / "train.log").read_text()
+    assert "early stop after epoch 3: no better val macro-F1 for 2 epochs; best epoch 1" in logged
+
+
+@pytest.mark.slow
 def test_a_checkpoint_of_two_processes_resumes_only_with_two(tiny_synthetic, tmp_path):
     run_tiny(tiny_synthetic, tmp_path / "run", "trainer.epochs=1")
     last = tmp_path / "run" / "checkpoints" / "last.pt"

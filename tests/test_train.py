@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -22,7 +23,8 @@ from cxrcam.data.images import load_image
 from cxrcam.errors import CxrcamError
 from cxrcam.models import build_model, count_parameters
 from cxrcam.data.batches import epoch_plan
-from cxrcam.train import class_weights, make_batches, sampling_weights, train
+from cxrcam.train import (best_epoch_index, class_weights, epochs_without_improvement, make_batches,
+                          sampling_weights, train)
 from cxrcam.training.distributed import Processes
 from cxrcam.training.metrics import classification_report
 
@@ -46,6 +48,7 @@ def test_tiny_training_run_writes_every_artifact(tiny_synthetic, tmp_path):
     assert np.asarray(saved["confusion_matrix"]).sum() == saved["n_images"] == 8
     with open(tmp_path / "metrics.csv") as f:
         assert [int(r["epoch"]) for r in csv.DictReader(f)] == [1, 2]
+    assert (saved["early_stop_patience"], saved["stopped_early"], saved["epochs_run"]) == (None, False, 2)
     with open(tmp_path / "split.csv") as f:
         rows = list(csv.DictReader(f))
     assert {r["split"] for r in rows} == {"train", "val", "test"} and len(rows) == 32
@@ -97,6 +100,58 @@ def test_resume_reproduces_an_uninterrupted_run_bitwise(tiny_synthetic, uninterr
     run_tiny(tiny_synthetic, tmp_path / "part", *RESUMED_CASE, "trainer.epochs=1")
     run_tiny(tiny_synthetic, tmp_path / "resumed", *RESUMED_CASE, f"resume={tmp_path / 'part/checkpoints/last.pt'}")
     assert_same_training(tmp_path / "resumed", uninterrupted_run)
+
+
+def test_epochs_without_improvement_count_from_the_first_best_epoch():
+    """best.pt is replaced only by a strictly better val macro-F1, so a tie is one more epoch without
+    improvement, and the count is derived from the history alone (a resumed run has last.pt's)."""
+    def history(*f1):
+        return [{"epoch": i + 1, "val_macro_f1": v} for i, v in enumerate(f1)]
+
+    assert epochs_without_improvement([]) == 0
+    assert epochs_without_improvement(history(0.5)) == 0
+    assert epochs_without_improvement(history(0.5, 0.6, 0.6, 0.55)) == 2
+    assert best_epoch_index(history(0.5, 0.6, 0.6, 0.55)) == 1
+    assert epochs_without_improvement(history(0.5, 0.6, 0.6, 0.7)) == 0
+    assert epochs_without_improvement(history(0.0, 0.0, 0.0)) == 2
+
+
+# at lr 1e-12 the weights, and so the val predictions, stay put: epoch 1 is the best and every later
+# epoch ties it, so patience 2 ends the 10-epoch run after epoch 3
+NO_PROGRESS = ("optim.lr=1e-12", "trainer.epochs=10", "trainer.early_stop_patience=2")
+
+
+@pytest.mark.slow
+def test_early_stop_ends_the_run_after_patience_epochs_without_a_better_val_macro_f1(tiny_synthetic, tmp_path,
+                                                                                     caplog):
+    with caplog.at_level(logging.INFO, logger="cxrcam.train"):
+        report = run_tiny(tiny_synthetic, tmp_path, *NO_PROGRESS)
+    saved = json.loads((tmp_path / "test_metrics.json").read_text())
+    assert saved == json.loads(json.dumps(report))
+    assert {k: saved[k] for k in ("epochs", "early_stop_patience", "stopped_early", "epochs_run", "best_epoch")} == {
+        "epochs": 10, "early_stop_patience": 2, "stopped_early": True, "epochs_run": 3, "best_epoch": 1}
+    with open(tmp_path / "metrics.csv") as f:
+        assert [int(r["epoch"]) for r in csv.DictReader(f)] == [1, 2, 3]
+    assert "early stop after epoch 3: no better val macro-F1 for 2 epochs; best epoch 1" in caplog.messages
+
+
+@pytest.mark.slow
+def test_a_run_resumed_mid_patience_stops_where_the_uninterrupted_run_stops(tiny_synthetic, tmp_path):
+    """2 epochs (1 without improvement), then resumed to a cap of 10: the count comes back from
+    last.pt's history, so it stops after epoch 3 with the straight run's weights. Patience may change
+    on resume (it decides only where the trajectory ends): 1 stops it before any further epoch."""
+    straight = run_tiny(tiny_synthetic, tmp_path / "straight", *NO_PROGRESS)
+    part = run_tiny(tiny_synthetic, tmp_path / "part", *NO_PROGRESS, "trainer.epochs=2")
+    assert (part["stopped_early"], part["epochs_run"]) == (False, 2)
+    last = tmp_path / "part/checkpoints/last.pt"
+    resumed = run_tiny(tiny_synthetic, tmp_path / "resumed", *NO_PROGRESS, f"resume={last}")
+    keys = ("stopped_early", "epochs_run", "best_epoch", "best_val_macro_f1")
+    assert {k: resumed[k] for k in keys} == {k: straight[k] for k in keys}
+    assert resumed["epochs_run"] == 3
+    assert_same_training(tmp_path / "resumed", tmp_path / "straight")
+    impatient = run_tiny(tiny_synthetic, tmp_path / "impatient", *NO_PROGRESS, "trainer.early_stop_patience=1",
+                         f"resume={last}")
+    assert (impatient["stopped_early"], impatient["epochs_run"], impatient["best_epoch"]) == (True, 2, 1)
 
 
 @pytest.mark.slow
@@ -237,7 +292,7 @@ def test_cli_refuses_an_old_key_name_in_one_line_before_hydra(tmp_path, override
 @pytest.mark.parametrize("argv, reason", [
     (["data=folder", "model=simple_cnn", "optim.lr=1e-3", "experiment=demo"], None),
     (["data=synthtic"], "data=synthtic is not one of ['covid_radiography', 'folder', 'synthetic']"),
-    (["experiment=null"], "experiment=null is not one of ['demo', 'shortcut', 'shortcut_control']"),
+    (["experiment=null"], "experiment=null is not one of ['demo', 'seed', 'shortcut', 'shortcut_control']"),
     (["model=glob(*)", "split=test"], None),  # sweep functions and plain keys are Hydra's to judge
     (["--config-dir=/my/conf", "model=mine"], None),  # a user's own configs may add options
     (["-cp", "/my/conf", "model=mine"], None),

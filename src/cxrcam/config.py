@@ -81,6 +81,8 @@ def validate_train_config(cfg: dict) -> None:
     require_choice("data.on_bad_image", data["on_bad_image"], ON_BAD_IMAGE)
     require_whole("seed", cfg["seed"], 0)
     require_whole("trainer.epochs", trainer["epochs"])
+    if trainer.get("early_stop_patience") is not None:
+        require_whole("trainer.early_stop_patience", trainer["early_stop_patience"], hint=" or null (off)")
     require_whole("data.batch_size", data["batch_size"])
     if data["num_workers"] != "auto":
         require_whole("data.num_workers", data["num_workers"], 0, hint=" or auto")

@@ -52,13 +52,28 @@ from cxrcam.signals import StopSignals
 log = logging.getLogger("cxrcam.train")
 
 # settings a resumed run may change: where the data lives, how fast the run goes and which layer its
-# checkpoints name for CAMs, not what it learns (model.pretrained too: the weights come from the checkpoint)
+# checkpoints name for CAMs, not what it learns (model.pretrained too: the weights come from the checkpoint).
+# trainer.early_stop_patience too, like trainer.epochs: it decides how long the trajectory runs, never any
+# step of it, so a resumed run is a prefix of the uninterrupted one either way (and checkpoints from
+# before it existed lack the key)
 RESUME_MAY_CHANGE = ("resume", "paths.", "data.name", "data.root", "data.split_file", "data.synthetic",
                      "data.num_workers", "data.preload", "data.on_bad_image", "device", "trainer.amp",
                      "trainer.channels_last", "trainer.compile", "trainer.dist_timeout_min", "model.pretrained",
-                     "cam.", "demo_epochs.")
+                     "cam.", "trainer.early_stop_patience", "demo_epochs.", "seed_pretrained.")
 METRICS_FIELDS = ("epoch", "train_loss", "val_loss", "val_accuracy", "val_balanced_accuracy",
                   "val_macro_f1", "lr", "epoch_s", "wall_s")
+
+
+def best_epoch_index(history: list[dict]) -> int:
+    """The index of the epoch best.pt holds: the first with the highest val macro-F1 (a tie is no
+    improvement: best.pt is replaced only by a strictly better one)."""
+    scores = [row["val_macro_f1"] for row in history]
+    return scores.index(max(scores))
+
+
+def epochs_without_improvement(history: list[dict]) -> int:
+    """Epochs since the best one, from the history alone: a resumed run derives it from last.pt's."""
+    return len(history) - 1 - best_epoch_index(history) if history else 0
 
 
 def split_counts(rows: list[dict], classes: list[str]) -> dict[str, dict[str, int]]:
@@ -353,10 +368,24 @@ def train(cfg: dict, run_dir: Path) -> dict:
         raise StoppedBySignal(f"stopped by {stop_requested.name} at epoch {epoch} after step {step}; "
                               f"{how_to_resume(run_dir)}", stop_requested.received)
 
-    wall = history[-1]["wall_s"] if history else 0.0
+    patience = trainer.get("early_stop_patience")
+
+    def stops_early() -> bool:
+        """``patience`` epochs without a better val macro-F1. The history is the same on every rank
+        (validation gathers every rank's predictions), but rank 0's decision is broadcast anyway, so
+        no rank can go on alone into a collective."""
+        return patience is not None and broadcast(epochs_without_improvement(history) >= patience, processes)
+
+    wall, stopped_early = (history[-1]["wall_s"] if history else 0.0), False
     with stop_requested, out_of_memory_names_its_settings(data, device):
         for epoch in tqdm(range(start_epoch, trainer["epochs"] + 1), desc=f"training {model_cfg['name']}",
                           unit="epoch", initial=start_epoch - 1, total=trainer["epochs"]):
+            if stops_early():  # before the next epoch, so a run resumed from such a last.pt stops too
+                stopped_early = True
+                log.info("early stop after epoch %d: no better val macro-F1 for %d epochs; best epoch %d",
+                         history[-1]["epoch"], epochs_without_improvement(history),
+                         history[best_epoch_index(history)]["epoch"])
+                break
             if epoch > start_epoch and any_rank(stop_requested(), processes, device):  # came after the last step
                 stop(epoch - 1, steps)
             started = time.perf_counter()
@@ -404,6 +433,9 @@ def train(cfg: dict, run_dir: Path) -> dict:
         "best_epoch": best["meta"]["epoch"],
         "best_val_macro_f1": best_f1,
         "epochs": trainer["epochs"],
+        "epochs_run": history[-1]["epoch"] if history else 0,
+        "early_stop_patience": patience,
+        "stopped_early": stopped_early,
         "train_wall_s": round(wall, 1),
         "num_parameters": count_parameters(model),
         "image_size": data["image_size"],
