@@ -14,6 +14,7 @@ from cxrcam.models import MIN_IMAGE_SIZE, MODEL_NAMES
 CLASS_BALANCE_MODES = ("loss", "sampler", "none")
 OPTIMIZERS = ("adam", "adamw")
 SCHEDULERS = ("none", "onecycle", "cosine")
+OUTSIDE_LUNGS = ("mean", "black")  # the causal test's fill outside the lungs (cxrcam.evaluation.reliance)
 # {old name: new name} of the training keys renamed so that each setting has one name in every stage;
 # the command line refuses the old ones, a resumed run reads its checkpoint's config under the new ones
 RENAMED_KEYS = {"trainer.device": "device", "model.target_layer": "cam.layer",
@@ -179,3 +180,6 @@ def validate_evaluate_config(cfg: dict) -> None:
     require_number("zones.peripheral_from", cfg["zones"]["peripheral_from"], 0, 1, low_open=True, high_open=True)
     for key, value in cfg["pattern_thresholds"].items():
         require_number(f"pattern_thresholds.{key}", value, 0, 1)
+    require_flag("causal.enabled", cfg["causal"]["enabled"])
+    require_whole("causal.marker_dilation_px", cfg["causal"]["marker_dilation_px"], 0)
+    require_choice("causal.outside_lungs", cfg["causal"]["outside_lungs"], OUTSIDE_LUNGS)
