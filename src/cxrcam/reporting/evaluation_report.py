@@ -375,7 +375,8 @@ def _causal_section(doc: Document, results: list[CamEvaluation], audit: Shortcut
              "imputation ROAD uses, without noise) and lungs only (everything outside the lung mask one constant). "
              "Each edit takes only the images that have its mask. Changes are edited less original on the same "
              "images, with paired bootstrap intervals; a model relies on what an edit removes when its accuracy "
-             "change lies below 0.")
+             "change lies below 0. Lungs only takes the images far from those the model learned on: a loss there "
+             "says it needs the image around the lungs, not which part of it; read it against the other models'.")
     header = ["model", "edit", "images", "accuracy", "accuracy change", "balanced acc.", "balanced acc. change",
               "true-class probability change", "verdict"]
     if tested:
