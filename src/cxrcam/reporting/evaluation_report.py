@@ -278,10 +278,11 @@ def _box_section(doc: Document, results: list[CamEvaluation], classes: list[str]
     if not truth:
         return
     doc.heading("Localisation against radiologists' boxes")
-    doc.para(f"Boxes from {truth.file}, mapped to each model's input as its image is (stretched to the square) and "
-             "rasterised as the pixels whose centre lies inside a box; the boxes of an image (several findings or "
-             "readers) form one region. The scores are the lesion masks' (box_* in cam_metrics), the region taking "
-             "the lesion's place; an image listed without a box has no finding and, like a Normal image, no score.")
+    doc.para(f"Boxes from {truth.file}, in pixels of the original image: a box covers the pixels whose centre lies "
+             "inside it, and that region is stretched to each model's input as a lesion mask is; the boxes of an "
+             "image (several findings or readers) form one region. The scores are the lesion masks' (box_* in "
+             "cam_metrics), the region taking the lesion's place; an image listed without a box has no finding and, "
+             "like a Normal image, no score.")
     rows = _localisation_rows(results, classes, BOX_PREFIX)
     if not rows:
         doc.para("No evaluated image has a box: localisation against boxes was not scored.")
