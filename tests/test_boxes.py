@@ -23,7 +23,7 @@ from cxrcam.evaluation.anatomy import read_mask
 from cxrcam.evaluation.boxes import BoxFile, add_boxes, box_region, box_truth, match_images, read_boxes
 from cxrcam.evaluation.localisation import localisation_scores
 from cxrcam.evaluation.results import CHANCE, BoxTruth
-from cxrcam.evaluation.samples import Sample
+from cxrcam.evaluation.samples import Sample, load_samples
 from cxrcam.evaluation.scores import image_scores
 
 from conftest import compose_config, train_tiny
@@ -96,6 +96,12 @@ def test_several_boxes_are_one_region_and_boxes_outside_are_clipped_with_one_war
     expected = np.zeros((20, 20), bool)
     expected[19:20, 0:2] = True
     assert np.array_equal(samples[1].boxes, expected)
+
+
+def test_loading_an_image_records_its_original_shape_that_box_coordinates_refer_to(tmp_path):
+    Image.fromarray(np.zeros((30, 50), np.uint8)).save(tmp_path / "wide.png")
+    (loaded,), failures = load_samples([(str(tmp_path / "wide.png"), "COVID")], 16)
+    assert failures == [] and loaded.shape == (30, 50) and loaded.gray.shape == (16, 16) and loaded.boxes is None
 
 
 # --- matching ----------------------------------------------------------------------------------------
