@@ -8,6 +8,7 @@ import matplotlib
 
 from cxrcam.data.scan import ON_BAD_IMAGE
 from cxrcam.errors import CxrcamError
+from cxrcam.evaluation.boxes import BOX_COLUMNS
 from cxrcam.explanation.methods import PYTORCH_GRAD_CAM
 from cxrcam.models import MIN_IMAGE_SIZE, MODEL_NAMES
 
@@ -179,3 +180,20 @@ def validate_evaluate_config(cfg: dict) -> None:
     require_number("zones.peripheral_from", cfg["zones"]["peripheral_from"], 0, 1, low_open=True, high_open=True)
     for key, value in cfg["pattern_thresholds"].items():
         require_number(f"pattern_thresholds.{key}", value, 0, 1)
+    validate_boxes_config(cfg["boxes"])
+
+
+def validate_boxes_config(boxes: dict) -> None:
+    """The boxes group's keys; the file's own columns and rows are checked as it is read."""
+    file, columns, label_column = boxes["file"], boxes["columns"], boxes["label_column"]
+    require(file is None or (isinstance(file, str) and bool(file)),
+            f"boxes.file={file!r} must be the path of a box CSV, or null (no boxes)")
+    require_choice("boxes.format", boxes["format"], BOX_COLUMNS)
+    require(columns is None or (isinstance(columns, list) and len(columns) == 5
+                                and all(isinstance(c, str) and c for c in columns)),
+            f"boxes.columns={columns!r} must be five column names, the image path's then the four coordinates' in "
+            "boxes.format order (e.g. [patientId,x,y,width,height]), or null: the format's defaults")
+    require(isinstance(boxes["path_suffix"], str),
+            f"boxes.path_suffix={boxes['path_suffix']!r} must be text added to each row's path, e.g. .dcm, or ''")
+    require(label_column is None or (isinstance(label_column, str) and bool(label_column)),
+            f"boxes.label_column={label_column!r} must be a column name, or null (every box counts)")

@@ -3,6 +3,7 @@
     python -m cxrcam.evaluate ckpt=RUN/checkpoints/best.pt                # its own test split
     python -m cxrcam.evaluate ckpt=RUN/checkpoints/best.pt cam.layer=[layer3.5,layer4.2]
     python -m cxrcam.evaluate ckpt=RUN/checkpoints/best.pt cam.method=[gradcam,hirescam]
+    python -m cxrcam.evaluate ckpt=RUN/checkpoints/best.pt boxes=rsna boxes.file=stage_2_train_labels.csv  # + boxes
     python -m cxrcam.evaluate sweep=MULTIRUN_DIR 'cam.layer={resnet50:[layer4.2,layer3.5]}'
     python -m cxrcam.evaluate sweep=MULTIRUN_DIR                          # every model, one report
     python -m cxrcam.evaluate sweep=MULTIRUN_DIR shortcut_ckpt=CONFOUNDED/checkpoints/best.pt \
@@ -28,6 +29,7 @@ from cxrcam.data.split import file_sha256, split_images
 from cxrcam.device import select_device
 from cxrcam.errors import CxrcamError
 from cxrcam.evaluation.attribution import CRITERIA
+from cxrcam.evaluation.boxes import add_boxes, read_boxes
 from cxrcam.evaluation.evaluator import evaluate_cams, shortcut_audit
 from cxrcam.evaluation.samples import load_samples
 from cxrcam.loaded_run import load_run, load_runs
@@ -70,6 +72,7 @@ def evaluate(cfg: dict, run_dir: Path) -> list[str]:
     if len({run.split_sha256 for run in runs}) > 1 and not cfg["split_file"]:
         log.warning("the checkpoints were trained on different splits: each is evaluated on its own %s images",
                     cfg["split"])
+    box_file = read_boxes(cfg["boxes"]) if cfg["boxes"]["file"] else None
     claim_run_dir(run_dir, "evaluate")
     results, failures, loaded = [], [], {}
     for run, split_file in zip(runs, split_files, strict=True):
@@ -80,6 +83,8 @@ def evaluate(cfg: dict, run_dir: Path) -> list[str]:
         if key not in loaded:
             images = split_images(str(split_file), run.class_names, cfg["split"], cfg["max_per_class"], cfg["seed"])
             loaded[key] = load_samples(images, run.image_size)
+            if box_file and loaded[key][0]:
+                add_boxes(loaded[key][0], box_file)
             failures += [f for f in loaded[key][1] if f not in failures]
         samples = loaded[key][0]
         if not samples:

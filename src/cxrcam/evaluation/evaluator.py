@@ -15,6 +15,7 @@ from tqdm import tqdm
 from cxrcam.data.split import split_images
 from cxrcam.errors import CxrcamError
 from cxrcam.evaluation.anatomy import lung_aligned, single_lung_side
+from cxrcam.evaluation.boxes import box_truth
 from cxrcam.evaluation.faithfulness import confidence_change, road_scores
 from cxrcam.evaluation.results import (AuditRow, CamEvaluation, Faithfulness, Interval, MarkerComparison, MaskCounts,
                                        Pictures, Sanity, SanityStep, ShortcutAudit, ZoneProfile, pattern_agreements,
@@ -70,7 +71,8 @@ def evaluate_cams(run: LoadedRun, samples: list[Sample], split_file: str, method
         zone_profiles={c: ZoneProfile(**p) for c, p in mean_zone_profiles(records, labels, classes).items()},
         pictures=Pictures(mean_heatmaps(cams, samples, classes, cfg["mean_heatmap_size"], lung_frame),
                           example_overlays(cams, samples, classes)),
-        faithfulness=faithfulness, sanity=sanity, seconds=round(time.perf_counter() - started, 1))
+        faithfulness=faithfulness, sanity=sanity, seconds=round(time.perf_counter() - started, 1),
+        box_truth=box_truth(samples, cfg["boxes"]["file"]))
 
 
 def mask_counts(samples: list[Sample]) -> MaskCounts:

@@ -16,6 +16,9 @@ from cxrcam.evaluation.attribution import marginals
 CHANCE = {"pointing": "pointing_chance", "pointing_tolerant": "pointing_tolerant_chance",
           "energy": "pointing_chance", "zone_hit": "zone_hit_chance",
           "lung_share": "lung_share_flat", "marker_share": "marker_share_flat"}
+BOX_PREFIX = "box_"  # the localisation scores against radiologists' boxes: the lesion-mask keys with this prefix
+CHANCE |= {BOX_PREFIX + key: BOX_PREFIX + CHANCE[key]
+           for key in ("pointing", "pointing_tolerant", "energy", "zone_hit")}
 PASS_RANK_CORRELATION = 0.3  # a sanity check passes when the fully randomised CAM falls below this
 MOST_IMAGES = 0.5  # a class shows its expected pattern when at least this share of its images agree
 
@@ -92,6 +95,15 @@ class MaskCounts:
 
 
 @dataclass(frozen=True)
+class BoxTruth:
+    """The box file an evaluation was scored against, and how many of its images it covers."""
+    file: str
+    with_boxes: int  # evaluated images with at least one box (of their class, with boxes.label_column)
+    without_finding: int  # listed without a box: empty rows only (a negative), or boxes of other classes
+    not_listed: int  # not in the file: no box ground truth
+
+
+@dataclass(frozen=True)
 class Faithfulness:
     """ROAD and the confidence change on a class-balanced subset. ``verdict``: faithful (the
     combined score's interval is above 0), indistinguishable (it holds 0) or inverted (below)."""
@@ -158,6 +170,7 @@ class CamEvaluation:
     faithfulness: Faithfulness | None = None
     sanity: Sanity | None = None
     seconds: float = 0.0
+    box_truth: BoxTruth | None = None  # with boxes.file: the box_* scores' ground truth
 
     @property
     def label(self) -> str:

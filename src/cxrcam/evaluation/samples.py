@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 from tqdm import tqdm
 
-from cxrcam.data.images import load_image
+from cxrcam.data.images import read_grayscale, resize_grayscale
 from cxrcam.data.layout import MASK_FOLDERS
 from cxrcam.errors import CxrcamError
 from cxrcam.evaluation.anatomy import mask_problem, read_mask, sibling_mask_path
@@ -25,6 +25,8 @@ class Sample:
     lungs: np.ndarray | None  # bool masks of the same shape, None where the dataset has none
     lesion: np.ndarray | None  # all False for an image without a finding (Normal)
     marker: np.ndarray | None  # a burned-in marker (synthetic confounder)
+    boxes: np.ndarray | None = None  # the union of radiologists' boxes (boxes.file); None: the image is not listed
+    shape: tuple[int, int] | None = None  # the original image's height and width, which box coordinates refer to
 
 
 MASK_KINDS = {LUNG_MASKS: "lung", LESION_MASKS: "lesion", MARKER_MASKS: "marker"}
@@ -47,8 +49,10 @@ def load_samples(images: list[tuple[str, str]], size: int) -> tuple[list[Sample]
     samples, failures = [], []
     for path, label in tqdm(images, desc="loading images and masks", unit="img"):
         try:
-            samples.append(Sample(path, label, load_image(path, size), _optional_mask(path, LUNG_MASKS, size),
-                                  _optional_mask(path, LESION_MASKS, size), _optional_mask(path, MARKER_MASKS, size)))
+            pixels = read_grayscale(path)
+            samples.append(Sample(path, label, resize_grayscale(pixels, size), _optional_mask(path, LUNG_MASKS, size),
+                                  _optional_mask(path, LESION_MASKS, size), _optional_mask(path, MARKER_MASKS, size),
+                                  shape=pixels.shape))
         except CxrcamError as exc:
             log.error("%s", exc)
             failures.append(path)
