@@ -111,6 +111,8 @@ def validate_train_config(cfg: dict) -> None:
     require(isinstance(data["classes"], list) and len(data["classes"]) >= 2
             and all(isinstance(c, str) for c in data["classes"]) and len(set(data["classes"])) == len(data["classes"]),
             f"data.classes={data['classes']!r} must list at least two distinct class folder names")
+    if "csv" in data:
+        validate_table_config(data)
     require_number("data.val_fraction", data["val_fraction"], 0, 1, low_open=True, high_open=True)
     require_number("data.test_fraction", data["test_fraction"], 0, 1, low_open=True, high_open=True)
     require(data["val_fraction"] + data["test_fraction"] < 1,
@@ -136,6 +138,28 @@ def validate_train_config(cfg: dict) -> None:
         require(isinstance(marker, dict) and all(_is_number(p) and 0 <= p <= 1 for p in marker.values()),
                 f"data.synthetic.marker={marker!r} must map class names to probabilities in [0, 1], "
                 "e.g. {COVID: 0.95, Normal: 0.05}")
+
+
+def validate_table_config(data: dict) -> None:
+    """The keys of data=csv; the file and its columns are checked when it is read (a resumed run
+    never reads it)."""
+    for key in ("csv", "path_column", "label_column"):
+        require(isinstance(data[key], str) and data[key] != "", f"data.{key}={data[key]!r} must be a non-empty string")
+    for key in ("root", "image_dir"):
+        require(data[key] is None or isinstance(data[key], str),
+                f"data.{key}={data[key]!r} must be a folder, or null: the CSV's folder")
+    require(isinstance(data["path_suffix"], str), f"data.path_suffix={data['path_suffix']!r} must be a string, "
+            "e.g. .dcm, or '' (none)")
+    split_column = data["split_column"]
+    require(split_column is None or (isinstance(split_column, str) and split_column != ""),
+            f"data.split_column={split_column!r} must be a column name, or null: draw a stratified split")
+    label_map = data["label_map"]
+    require(label_map is None or (isinstance(label_map, dict) and all(isinstance(c, str) for c in label_map.values())),
+            f"data.label_map={label_map!r} must map raw labels to class names, e.g. {{0: Normal, 1: Lung_Opacity}}, "
+            "or be null")
+    unknown = sorted({c for c in (label_map or {}).values() if c not in data["classes"]})
+    require(not unknown, f"data.label_map maps to {unknown}, not in data.classes={data['classes']!r}; "
+            "map raw labels to class names only")
 
 
 def validate_cam_config(cam: dict, methods: list) -> None:
