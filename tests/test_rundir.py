@@ -40,15 +40,15 @@ def write_claim(run_dir: Path, **claim) -> None:
 
 
 def test_the_names_that_make_a_dir_taken():
-    """The lists are the contract with train/explain/evaluate/sweeps and Hydra: spelled out here."""
+    """The lists are the contract with train/explain/evaluate/segment/sweeps and Hydra: spelled out here."""
     assert CLAIM == ".cxrcam-run.json"
-    assert OUTPUTS == ("checkpoints", "split.csv", "metrics.csv", "test_metrics.json", "test_predictions.csv",
-                       "predictions.csv", "cams.npz", "overlays", "panels", "comparison.png", "comparison.csv",
-                       "comparison.md", "cam_metrics.json", "cam_metrics.csv", "report.html", "report.md", "figures",
-                       "multirun.yaml")
+    assert OUTPUTS == ("checkpoints", "split.csv", "metrics.csv", "metrics.json", "test_metrics.json",
+                       "test_predictions.csv", "predictions.csv", "cams.npz", "overlays", "panels", "comparison.png",
+                       "comparison.csv", "comparison.md", "cam_metrics.json", "cam_metrics.csv", "report.html",
+                       "report.md", "figures", "multirun.yaml")
     assert ARTIFACTS == (CLAIM, *OUTPUTS)
-    assert HYDRA_LOGS == ("train.log", "explain.log", "evaluate.log")
-    assert HYDRA_ARTIFACTS == (".hydra", "train.log", "explain.log", "evaluate.log")
+    assert HYDRA_LOGS == ("train.log", "explain.log", "evaluate.log", "segment.log")
+    assert HYDRA_ARTIFACTS == (".hydra", "train.log", "explain.log", "evaluate.log", "segment.log")
 
 
 # --- try_claim -------------------------------------------------------------------------------------
