@@ -20,6 +20,7 @@ from cxrcam.errors import CxrcamError
 from cxrcam.evaluate import evaluate
 from cxrcam.evaluation.anatomy import read_mask, sibling_mask_path
 from cxrcam.segment import segment
+from cxrcam.segmentation.data import lung_mask_pairs
 from cxrcam.segmentation.segmenter import dice, load_segmenter, postprocess
 
 from conftest import compose_config, train_tiny
@@ -84,6 +85,15 @@ def test_the_checkpoint_predicts_masks_of_any_size_and_its_test_dice_is_reproduc
     metrics = json.loads((segmenter_run / "metrics.json").read_text())
     assert np.mean(scores) == pytest.approx(metrics["test_dice"], abs=1e-9)
     assert min(scores) == pytest.approx(metrics["test_dice_min"], abs=1e-9)
+
+
+def test_images_without_a_lung_mask_are_left_out(tiny_dataset_copy, caplog):
+    (tiny_dataset_copy / "Normal" / "masks" / "Normal-3.png").unlink()
+    pairs = lung_mask_pairs(tiny_dataset_copy, ["COVID", "Normal"])
+    assert len(pairs) == 15 and all(mask.parent.name == "masks" and mask.name == image.name
+                                    for image, _, mask in pairs)
+    assert [label for _, label, _ in pairs].count("Normal") == 7
+    assert "1 of 16 images have no lung mask in masks/ and are left out" in caplog.text
 
 
 def test_postprocess_keeps_the_two_largest_parts_and_fills_their_holes():

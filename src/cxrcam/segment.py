@@ -21,7 +21,7 @@ import torch
 from omegaconf import DictConfig
 from tqdm import tqdm
 
-from cxrcam.checkpoint import provenance, save_checkpoint
+from cxrcam.checkpoint import load_checkpoint, provenance, save_checkpoint
 from cxrcam.cli import exit_on_bad_arguments, incomplete_outputs, run_stage
 from cxrcam.config import config_dir, validate_segment_config
 from cxrcam.data.split import file_sha256, stratified_split, write_split
@@ -92,7 +92,7 @@ def segment(cfg: dict, run_dir: Path) -> dict:
                              "meta": meta}, best_path)
 
     # test, once, with the best checkpoint
-    best = torch.load(best_path, map_location=device, weights_only=True)
+    best = load_checkpoint(best_path)
     model.load_state_dict(best["state_dict"])
     test_dice, per_image = mean_dice(model, *splits["test"], batch_size, device)
     best["meta"]["test_dice"] = test_dice  # the checkpoint says how well it does on images it never saw
