@@ -18,7 +18,10 @@ from cxrcam.checkpoint import FORMAT_VERSION
 from cxrcam.data.images import read_grayscale
 from cxrcam.errors import CxrcamError
 from cxrcam.evaluate import evaluate
+from cxrcam.config import validate_segment_config
 from cxrcam.evaluation.anatomy import read_mask, sibling_mask_path
+from cxrcam.evaluation.results import Interval, PredictedLungs
+from cxrcam.evaluation.samples import LungPrediction, load_samples, predicted_lungs
 from cxrcam.segment import segment
 from cxrcam.segmentation.data import lung_mask_pairs
 from cxrcam.segmentation.segmenter import dice, load_segmenter, postprocess
@@ -112,6 +115,41 @@ def test_dice():
     a[0, :] = True
     b[0, :2] = True
     assert dice(a, b) == 2 * 2 / 6
+
+
+def test_load_samples_predicts_lungs_where_the_mode_says(segmenter_run, tiny_dataset_copy):
+    segmenter = load_segmenter(segmenter_run / "checkpoints" / "best.pt", torch.device("cpu"))
+    images = [(str(tiny_dataset_copy / c / "images" / f"{c}-1.png"), c) for c in ("COVID", "Normal")]
+    (tiny_dataset_copy / "Normal" / "masks" / "Normal-1.png").unlink()
+    own, _ = load_samples(images, 48)
+    assert own[0].lungs is not None and own[1].lungs is None and not any(s.lungs_predicted for s in own)
+
+    missing, _ = load_samples(images, 48, LungPrediction(segmenter, "missing"))
+    assert np.array_equal(missing[0].lungs, own[0].lungs) and missing[0].lung_dice is None
+    assert [s.lungs_predicted for s in missing] == [False, True]
+    assert np.array_equal(missing[1].lungs, segmenter.predict(read_grayscale(images[1][0]), 48)[0])
+
+    every, _ = load_samples(images, 48, LungPrediction(segmenter, "all"))
+    mask, at_own_size = segmenter.predict(read_grayscale(images[0][0]), 48)
+    assert [s.lungs_predicted for s in every] == [True, True] and np.array_equal(every[0].lungs, mask)
+    expected = dice(at_own_size, read_mask(tiny_dataset_copy / "COVID" / "masks" / "COVID-1.png", 32))
+    assert every[0].lung_dice == expected and every[1].lung_dice is None
+
+    summary = predicted_lungs(every, LungPrediction(segmenter, "all"), {"n_resamples": 10, "level": 0.9, "seed": 0})
+    assert summary == PredictedLungs(str(segmenter.path), "all", 32, "covid_radiography", segmenter.meta["val_dice"],
+                                     segmenter.meta["test_dice"], 2, 2, Interval(expected, expected, expected, 1))
+    assert predicted_lungs(missing, LungPrediction(segmenter, "missing"),
+                           {"n_resamples": 10, "level": 0.9, "seed": 0}).agreement is None
+
+
+def test_the_default_configs():
+    cfg = compose_config("segment")
+    validate_segment_config(cfg)
+    assert (cfg["data"]["name"], cfg["data"]["image_size"], cfg["data"]["batch_size"]) == ("synthetic", 64, 16)
+    assert cfg["model"] == {"base_channels": 8, "depth": 3}
+    assert cfg["trainer"] == {"epochs": 8, "lr": 3e-3, "weight_decay": 1e-4}
+    evaluate_cfg = compose_config("evaluate")
+    assert (evaluate_cfg["lungs"], evaluate_cfg["lungs_mode"]) == (None, "missing")
 
 
 @pytest.fixture(scope="module")
