@@ -142,6 +142,16 @@ def test_load_samples_predicts_lungs_where_the_mode_says(segmenter_run, tiny_dat
                            {"n_resamples": 10, "level": 0.9, "seed": 0}).agreement is None
 
 
+def test_a_degenerate_predicted_lung_mask_is_warned_about(segmenter_run, tiny_synthetic, monkeypatch, caplog):
+    segmenter = load_segmenter(segmenter_run / "checkpoints" / "best.pt", torch.device("cpu"))
+    monkeypatch.setattr(segmenter, "predict", lambda gray, size: (np.zeros((size, size), bool),
+                                                                  np.zeros((32, 32), bool)))
+    path = str(tiny_synthetic / "COVID" / "images" / "COVID-2.png")
+    (sample,), _ = load_samples([(path, "COVID")], 48, LungPrediction(segmenter, "all"))
+    assert sample.lung_dice == 0.0 and not sample.lungs.any()
+    assert f"the lung mask predicted for {path} is empty (no lung drawn)" in caplog.text
+
+
 def test_the_default_configs():
     cfg = compose_config("segment")
     validate_segment_config(cfg)

@@ -64,6 +64,8 @@ def _lungs(path: str, full: np.ndarray, size: int,
         return _optional_mask(path, LUNG_MASKS, size), False, None
     segmenter = prediction.segmenter
     mask, at_own_size = segmenter.predict(full, size)
+    if (problem := mask_problem(mask, "lung")) is not None:  # the segmenter failed on this image: say so
+        log.warning("the lung mask predicted for %s %s", path, problem)
     return mask, True, None if own is None else dice(at_own_size, read_mask(own, segmenter.image_size))
 
 
