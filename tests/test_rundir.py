@@ -102,7 +102,7 @@ def test_hydra_files_take_a_dir_only_when_hydra_files_count(tmp_path):
     for name in HYDRA_ARTIFACTS:
         (tmp_path / name).write_text("hydra")
     assert try_claim(tmp_path, "train") == ("already holds cxrcam outputs "
-                                            "(.hydra, train.log, explain.log, evaluate.log)")
+                                            "(.hydra, train.log, explain.log, evaluate.log, segment.log)")
     assert not (tmp_path / CLAIM).exists()
     assert try_claim(tmp_path, "train", include_hydra=False) is None
     assert claim_of(tmp_path)["stage"] == "train"
