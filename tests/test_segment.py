@@ -77,6 +77,16 @@ def test_segment_writes_a_weights_only_checkpoint_and_metrics(segmenter_run):
     assert {split: splits.count(split) for split in ("train", "val", "test")} == {"train": 16, "val": 8, "test": 8}
 
 
+def test_the_same_seed_trains_the_same_segmenter_on_the_same_split(segmenter_run, tiny_synthetic, tmp_path):
+    segment(segment_config(tiny_synthetic), tmp_path / "again")
+    assert (tmp_path / "again" / "split.csv").read_text() == (segmenter_run / "split.csv").read_text()
+    first, again = (torch.load(d / "checkpoints" / "best.pt", weights_only=True)["state_dict"]
+                    for d in (segmenter_run, tmp_path / "again"))
+    assert all(torch.equal(first[key], again[key]) for key in first)
+    segment(segment_config(tiny_synthetic, "seed=1"), tmp_path / "other")
+    assert (tmp_path / "other" / "split.csv").read_text() != (segmenter_run / "split.csv").read_text()
+
+
 def test_the_checkpoint_predicts_masks_of_any_size_and_its_test_dice_is_reproduced(segmenter_run):
     segmenter = load_segmenter(segmenter_run / "checkpoints" / "best.pt", torch.device("cpu"))
     with open(segmenter_run / "split.csv") as f:
