@@ -15,6 +15,7 @@ from cxrcam.models import MIN_IMAGE_SIZE, MODEL_NAMES
 CLASS_BALANCE_MODES = ("loss", "sampler", "none")
 OPTIMIZERS = ("adam", "adamw")
 SCHEDULERS = ("none", "onecycle", "cosine")
+LUNG_MODES = ("missing", "all")  # evaluate's lungs_mode: predict lung masks where none exist, or for every image
 # {old name: new name} of the training keys renamed so that each setting has one name in every stage;
 # the command line refuses the old ones, a resumed run reads its checkpoint's config under the new ones
 RENAMED_KEYS = {"trainer.device": "device", "model.target_layer": "cam.layer",
@@ -108,16 +109,9 @@ def validate_train_config(cfg: dict) -> None:
     if data["split_file"] is not None:
         require(Path(str(data["split_file"])).is_file(),
                 f"data.split_file={data['split_file']} does not exist; pass a split.csv written by cxrcam.train")
-    require(isinstance(data["classes"], list) and len(data["classes"]) >= 2
-            and all(isinstance(c, str) for c in data["classes"]) and len(set(data["classes"])) == len(data["classes"]),
-            f"data.classes={data['classes']!r} must list at least two distinct class folder names")
+    validate_data_source(data)
     if "csv" in data:
         validate_table_config(data)
-    require_number("data.val_fraction", data["val_fraction"], 0, 1, low_open=True, high_open=True)
-    require_number("data.test_fraction", data["test_fraction"], 0, 1, low_open=True, high_open=True)
-    require(data["val_fraction"] + data["test_fraction"] < 1,
-            f"data.val_fraction + data.test_fraction = {data['val_fraction'] + data['test_fraction']} leaves no "
-            "training images; keep their sum below 1")
     for key in ("mean", "std"):
         values = data[key]
         require(isinstance(values, list) and len(values) == 3 and all(_is_number(v) for v in values),
@@ -129,6 +123,18 @@ def validate_train_config(cfg: dict) -> None:
     for key in ("translate", "scale"):
         require_number(f"data.augment.{key}", augment[key], 0, 1, high_open=True)
     require_flag("data.augment.hflip", augment.get("hflip", False))
+
+
+def validate_data_source(data: dict) -> None:
+    """The data keys that say which images a stage reads and how it splits them (train, segment)."""
+    require(isinstance(data["classes"], list) and len(data["classes"]) >= 2
+            and all(isinstance(c, str) for c in data["classes"]) and len(set(data["classes"])) == len(data["classes"]),
+            f"data.classes={data['classes']!r} must list at least two distinct class folder names")
+    require_number("data.val_fraction", data["val_fraction"], 0, 1, low_open=True, high_open=True)
+    require_number("data.test_fraction", data["test_fraction"], 0, 1, low_open=True, high_open=True)
+    require(data["val_fraction"] + data["test_fraction"] < 1,
+            f"data.val_fraction + data.test_fraction = {data['val_fraction'] + data['test_fraction']} leaves no "
+            "training images; keep their sum below 1")
     if data.get("synthetic"):
         synthetic = data["synthetic"]
         require_whole("data.synthetic.n_per_class", synthetic["n_per_class"], 3)
@@ -160,6 +166,23 @@ def validate_table_config(data: dict) -> None:
     unknown = sorted({c for c in (label_map or {}).values() if c not in data["classes"]})
     require(not unknown, f"data.label_map maps to {unknown}, not in data.classes={data['classes']!r}; "
             "map raw labels to class names only")
+
+
+def validate_segment_config(cfg: dict) -> None:
+    data, model, trainer = cfg["data"], cfg["model"], cfg["trainer"]
+    validate_data_source(data)
+    require_whole("seed", cfg["seed"], 0)
+    require_whole("model.depth", model["depth"], 1)
+    require_whole("model.base_channels", model["base_channels"])
+    step = 2 ** model["depth"]
+    require(isinstance(data["image_size"], int) and not isinstance(data["image_size"], bool)
+            and data["image_size"] >= step and data["image_size"] % step == 0,
+            f"data.image_size={data['image_size']!r} must be a multiple of {step} (2**model.depth): the U-Net halves "
+            f"it {model['depth']} times and joins the halves again")
+    require_whole("data.batch_size", data["batch_size"])
+    require_whole("trainer.epochs", trainer["epochs"])
+    require_number("trainer.lr", trainer["lr"], 0, low_open=True)
+    require_number("trainer.weight_decay", trainer["weight_decay"], 0)
 
 
 def validate_cam_config(cam: dict, methods: list) -> None:
@@ -204,6 +227,12 @@ def validate_evaluate_config(cfg: dict) -> None:
     require_number("zones.peripheral_from", cfg["zones"]["peripheral_from"], 0, 1, low_open=True, high_open=True)
     for key, value in cfg["pattern_thresholds"].items():
         require_number(f"pattern_thresholds.{key}", value, 0, 1)
+    require_choice("lungs_mode", cfg["lungs_mode"], LUNG_MODES)
+    lungs = cfg["lungs"]
+    require(lungs is None or (isinstance(lungs, str) and Path(lungs).is_file()),
+            f"lungs={lungs} is not a file; pass the checkpoints/best.pt that python -m cxrcam.segment wrote")
+    require(lungs is not None or cfg["lungs_mode"] == "missing",
+            f"lungs_mode={cfg['lungs_mode']} needs a segmenter: add lungs=<segment run>/checkpoints/best.pt")
     validate_boxes_config(cfg["boxes"])
 
 

@@ -104,6 +104,22 @@ class BoxTruth:
 
 
 @dataclass(frozen=True)
+class PredictedLungs:
+    """Lung masks a segmenter predicted (evaluate lungs=): for how many images, and how good they are:
+    the segmenter's own Dice on its validation and test splits, and with lungs_mode=all the Dice of
+    the dataset's masks against its predictions."""
+    checkpoint: str
+    mode: str  # missing: for images without a lung mask | all: for every image, in place of the dataset's
+    image_size: int  # the segmenter's input
+    trained_on: str  # the data group it was trained on (synthetic, covid_radiography, ...)
+    val_dice: float
+    test_dice: float | None
+    n_images: int
+    n_predicted: int
+    agreement: Interval | None  # lungs_mode=all: Dice of the dataset's own masks against the predictions
+
+
+@dataclass(frozen=True)
 class Faithfulness:
     """ROAD and the confidence change on a class-balanced subset. ``verdict``: faithful (the
     combined score's interval is above 0), indistinguishable (it holds 0) or inverted (below)."""

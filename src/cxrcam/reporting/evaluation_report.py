@@ -13,7 +13,8 @@ from collections import Counter
 from pathlib import Path
 
 from cxrcam.data.split import read_split
-from cxrcam.evaluation.results import BOX_PREFIX, PASS_RANK_CORRELATION, CamEvaluation, Interval, ShortcutAudit
+from cxrcam.evaluation.results import (BOX_PREFIX, PASS_RANK_CORRELATION, CamEvaluation, Interval, PredictedLungs,
+                                       ShortcutAudit)
 from cxrcam.loaded_run import LoadedRun
 from cxrcam.reporting import evaluation_figures as figures
 
@@ -115,7 +116,7 @@ li{margin:.25em 0}.wide{overflow-x:auto}"""
 
 
 def write_report(results: list[CamEvaluation], audit: ShortcutAudit | None, runs: list[LoadedRun], cfg: dict,
-                 out_dir: Path) -> None:
+                 out_dir: Path, lungs: PredictedLungs | None = None) -> None:
     """report.html (self-contained) and report.md (figures in figures/) for one run or a sweep."""
     fig_dir = out_dir / "figures"
     fig_dir.mkdir(parents=True, exist_ok=True)
@@ -126,6 +127,8 @@ def write_report(results: list[CamEvaluation], audit: ShortcutAudit | None, runs
              "split. Intervals are 95 % percentile-bootstrap confidence intervals over images "
              f"({cfg['bootstrap']['n_resamples']} resamples, seed {cfg['seed']}).")
     _data_section(doc, results, classes)
+    if lungs:
+        _predicted_lungs_para(doc, lungs)
     _models_section(doc, results, runs)
     _cams_section(doc, results, classes, fig_dir)
     _comparison_section(doc, results)
@@ -158,6 +161,19 @@ def _data_section(doc: Document, results: list[CamEvaluation], classes: list[str
                 "opaque lung, or a partial mask): they are scored as one lung with the other side empty, so they "
                 "cannot meet 'bilateral'." if masks.one_lung else ""))
     doc.para(ground_truth(first))
+
+
+def _predicted_lungs_para(doc: Document, lungs: PredictedLungs) -> None:
+    which = ("the images without a lung mask of their own" if lungs.mode == "missing"
+             else "every image, in place of the dataset's own lung masks")
+    test = f", test {lungs.test_dice:.3f}" if lungs.test_dice is not None else ""
+    agreement = (f" Against the dataset's own lung masks of {lungs.agreement.n} images the predictions reach a mean "
+                 f"Dice of {ci_text(lungs.agreement)}." if lungs.agreement else "")
+    doc.para(f"Lung masks are predicted for {lungs.n_predicted} of the {lungs.n_images} evaluated images "
+             f"(lungs_mode={lungs.mode}: {which}) by the segmenter {lungs.checkpoint}, a U-Net at "
+             f"{lungs.image_size} px trained from scratch on {lungs.trained_on} data (Dice on its validation "
+             f"split {lungs.val_dice:.3f}{test}). Lung-relative measures of those images rest on predicted, not "
+             f"drawn, masks.{agreement}")
 
 
 def _models_section(doc: Document, results: list[CamEvaluation], runs: list[LoadedRun]) -> None:
