@@ -83,7 +83,7 @@ def load_samples(images: list[tuple[str, str]], size: int,
             lung_mask, predicted, lung_dice = _lungs(path, full, size, lungs)
             samples.append(Sample(path, label, resize_grayscale(full, size), lung_mask,
                                   _optional_mask(path, LESION_MASKS, size), _optional_mask(path, MARKER_MASKS, size),
-                                  predicted, lung_dice, shape=full.shape))
+                                  shape=full.shape, lungs_predicted=predicted, lung_dice=lung_dice))
         except CxrcamError as exc:
             log.error("%s", exc)
             failures.append(path)
