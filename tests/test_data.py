@@ -488,8 +488,17 @@ def test_a_corrupt_dicom_is_a_one_line_error_with_pydicoms_reason(tmp_path):
     assert info.value.__suppress_context__
 
 
+@pytest.mark.parametrize("name", ["x.png", "x.dcm"])
+def test_a_missing_image_says_so_plainly(tmp_path, name):
+    """A CSV may name files that were never downloaded: one short reason, for DICOM too."""
+    with pytest.raises(CxrcamError) as info:
+        images.read_grayscale(tmp_path / name)
+    assert str(info.value) == f"cannot read image {tmp_path / name}: no such file"
+
+
 def test_dicom_without_pydicom_says_how_to_install_it(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "pydicom", None)  # import pydicom raises ImportError
+    (tmp_path / "x.dcm").write_bytes(b"DICM")
     with pytest.raises(CxrcamError) as info:
         images.read_grayscale(tmp_path / "x.dcm")
     assert str(info.value) == f"cannot read {tmp_path / 'x.dcm'}: DICOM needs pydicom; pip install 'cxrcam[dicom]'"

@@ -137,8 +137,9 @@ def test_a_non_finite_loss_stops_training_and_names_epoch_and_step(tiny_syntheti
     assert load_checkpoint(tmp_path / "checkpoints" / "last.pt")["training"]["epoch"] == 1
 
 
-@pytest.mark.parametrize("choice", ["data=synthetic", "data=covid_radiography", "data=folder", "experiment=demo",
-                                    "experiment=seed", "experiment=shortcut", "experiment=shortcut_control"])
+@pytest.mark.parametrize("choice", ["data=synthetic", "data=covid_radiography", "data=folder", "data=csv",
+                                    "experiment=demo", "experiment=seed", "experiment=shortcut",
+                                    "experiment=shortcut_control"])
 def test_no_horizontal_flip_in_any_shipped_config(choice):
     assert compose_config("train", choice)["data"]["augment"]["hflip"] is False
 

@@ -291,7 +291,8 @@ def test_cli_refuses_an_old_key_name_in_one_line_before_hydra(tmp_path, override
 
 @pytest.mark.parametrize("argv, reason", [
     (["data=folder", "model=simple_cnn", "optim.lr=1e-3", "experiment=demo"], None),
-    (["data=synthtic"], "data=synthtic is not one of ['covid_radiography', 'folder', 'synthetic']"),
+    (["data=synthtic"],
+     "data=synthtic is not one of ['covid_radiography', 'csv', 'folder', 'rsna_pneumonia', 'synthetic']"),
     (["experiment=null"], "experiment=null is not one of ['demo', 'seed', 'shortcut', 'shortcut_control']"),
     (["model=glob(*)", "split=test"], None),  # sweep functions and plain keys are Hydra's to judge
     (["--config-dir=/my/conf", "model=mine"], None),  # a user's own configs may add options

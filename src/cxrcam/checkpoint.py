@@ -31,11 +31,17 @@ def git_commit() -> str | None:
     return commit if out.returncode == 0 and commit else None
 
 
+def provenance() -> dict:
+    """What every checkpoint records about the code that wrote it, a classifier's or a segmenter's."""
+    return {"format_version": FORMAT_VERSION, "cxrcam_version": __version__, "git_commit": git_commit(),
+            "torch_version": str(torch.__version__)}
+
+
 def build_metadata(model_name: str, class_names: list[str], image_size: int, mean: list[float],
                    std: list[float], target_layer: str, config: dict, split_path: str,
                    split_sha256: str) -> dict:
     return {
-        "format_version": FORMAT_VERSION,
+        **provenance(),
         "model_name": model_name,
         "class_names": list(class_names),
         "image_size": int(image_size),
@@ -43,9 +49,6 @@ def build_metadata(model_name: str, class_names: list[str], image_size: int, mea
         "target_layer": target_layer,
         "config": config,
         "split": {"path": str(split_path), "sha256": split_sha256},
-        "cxrcam_version": __version__,
-        "git_commit": git_commit(),
-        "torch_version": str(torch.__version__),
     }
 
 

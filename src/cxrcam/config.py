@@ -8,12 +8,14 @@ import matplotlib
 
 from cxrcam.data.scan import ON_BAD_IMAGE
 from cxrcam.errors import CxrcamError
+from cxrcam.evaluation.boxes import BOX_COLUMNS
 from cxrcam.explanation.methods import PYTORCH_GRAD_CAM
 from cxrcam.models import MIN_IMAGE_SIZE, MODEL_NAMES
 
 CLASS_BALANCE_MODES = ("loss", "sampler", "none")
 OPTIMIZERS = ("adam", "adamw")
 SCHEDULERS = ("none", "onecycle", "cosine")
+LUNG_MODES = ("missing", "all")  # evaluate's lungs_mode: predict lung masks where none exist, or for every image
 OUTSIDE_LUNGS = ("mean", "black")  # the causal test's fill outside the lungs (cxrcam.evaluation.reliance)
 # {old name: new name} of the training keys renamed so that each setting has one name in every stage;
 # the command line refuses the old ones, a resumed run reads its checkpoint's config under the new ones
@@ -108,14 +110,9 @@ def validate_train_config(cfg: dict) -> None:
     if data["split_file"] is not None:
         require(Path(str(data["split_file"])).is_file(),
                 f"data.split_file={data['split_file']} does not exist; pass a split.csv written by cxrcam.train")
-    require(isinstance(data["classes"], list) and len(data["classes"]) >= 2
-            and all(isinstance(c, str) for c in data["classes"]) and len(set(data["classes"])) == len(data["classes"]),
-            f"data.classes={data['classes']!r} must list at least two distinct class folder names")
-    require_number("data.val_fraction", data["val_fraction"], 0, 1, low_open=True, high_open=True)
-    require_number("data.test_fraction", data["test_fraction"], 0, 1, low_open=True, high_open=True)
-    require(data["val_fraction"] + data["test_fraction"] < 1,
-            f"data.val_fraction + data.test_fraction = {data['val_fraction'] + data['test_fraction']} leaves no "
-            "training images; keep their sum below 1")
+    validate_data_source(data)
+    if "csv" in data:
+        validate_table_config(data)
     for key in ("mean", "std"):
         values = data[key]
         require(isinstance(values, list) and len(values) == 3 and all(_is_number(v) for v in values),
@@ -127,6 +124,18 @@ def validate_train_config(cfg: dict) -> None:
     for key in ("translate", "scale"):
         require_number(f"data.augment.{key}", augment[key], 0, 1, high_open=True)
     require_flag("data.augment.hflip", augment.get("hflip", False))
+
+
+def validate_data_source(data: dict) -> None:
+    """The data keys that say which images a stage reads and how it splits them (train, segment)."""
+    require(isinstance(data["classes"], list) and len(data["classes"]) >= 2
+            and all(isinstance(c, str) for c in data["classes"]) and len(set(data["classes"])) == len(data["classes"]),
+            f"data.classes={data['classes']!r} must list at least two distinct class folder names")
+    require_number("data.val_fraction", data["val_fraction"], 0, 1, low_open=True, high_open=True)
+    require_number("data.test_fraction", data["test_fraction"], 0, 1, low_open=True, high_open=True)
+    require(data["val_fraction"] + data["test_fraction"] < 1,
+            f"data.val_fraction + data.test_fraction = {data['val_fraction'] + data['test_fraction']} leaves no "
+            "training images; keep their sum below 1")
     if data.get("synthetic"):
         synthetic = data["synthetic"]
         require_whole("data.synthetic.n_per_class", synthetic["n_per_class"], 3)
@@ -136,6 +145,45 @@ def validate_train_config(cfg: dict) -> None:
         require(isinstance(marker, dict) and all(_is_number(p) and 0 <= p <= 1 for p in marker.values()),
                 f"data.synthetic.marker={marker!r} must map class names to probabilities in [0, 1], "
                 "e.g. {COVID: 0.95, Normal: 0.05}")
+
+
+def validate_table_config(data: dict) -> None:
+    """The keys of data=csv; the file and its columns are checked when it is read (a resumed run
+    never reads it)."""
+    for key in ("csv", "path_column", "label_column"):
+        require(isinstance(data[key], str) and data[key] != "", f"data.{key}={data[key]!r} must be a non-empty string")
+    for key in ("root", "image_dir"):
+        require(data[key] is None or isinstance(data[key], str),
+                f"data.{key}={data[key]!r} must be a folder, or null: the CSV's folder")
+    require(isinstance(data["path_suffix"], str), f"data.path_suffix={data['path_suffix']!r} must be a string, "
+            "e.g. .dcm, or '' (none)")
+    split_column = data["split_column"]
+    require(split_column is None or (isinstance(split_column, str) and split_column != ""),
+            f"data.split_column={split_column!r} must be a column name, or null: draw a stratified split")
+    label_map = data["label_map"]
+    require(label_map is None or (isinstance(label_map, dict) and all(isinstance(c, str) for c in label_map.values())),
+            f"data.label_map={label_map!r} must map raw labels to class names, e.g. {{0: Normal, 1: Lung_Opacity}}, "
+            "or be null")
+    unknown = sorted({c for c in (label_map or {}).values() if c not in data["classes"]})
+    require(not unknown, f"data.label_map maps to {unknown}, not in data.classes={data['classes']!r}; "
+            "map raw labels to class names only")
+
+
+def validate_segment_config(cfg: dict) -> None:
+    data, model, trainer = cfg["data"], cfg["model"], cfg["trainer"]
+    validate_data_source(data)
+    require_whole("seed", cfg["seed"], 0)
+    require_whole("model.depth", model["depth"], 1)
+    require_whole("model.base_channels", model["base_channels"])
+    step = 2 ** model["depth"]
+    require(isinstance(data["image_size"], int) and not isinstance(data["image_size"], bool)
+            and data["image_size"] >= step and data["image_size"] % step == 0,
+            f"data.image_size={data['image_size']!r} must be a multiple of {step} (2**model.depth): the U-Net halves "
+            f"it {model['depth']} times and joins the halves again")
+    require_whole("data.batch_size", data["batch_size"])
+    require_whole("trainer.epochs", trainer["epochs"])
+    require_number("trainer.lr", trainer["lr"], 0, low_open=True)
+    require_number("trainer.weight_decay", trainer["weight_decay"], 0)
 
 
 def validate_cam_config(cam: dict, methods: list) -> None:
@@ -180,6 +228,29 @@ def validate_evaluate_config(cfg: dict) -> None:
     require_number("zones.peripheral_from", cfg["zones"]["peripheral_from"], 0, 1, low_open=True, high_open=True)
     for key, value in cfg["pattern_thresholds"].items():
         require_number(f"pattern_thresholds.{key}", value, 0, 1)
+    require_choice("lungs_mode", cfg["lungs_mode"], LUNG_MODES)
+    lungs = cfg["lungs"]
+    require(lungs is None or (isinstance(lungs, str) and Path(lungs).is_file()),
+            f"lungs={lungs} is not a file; pass the checkpoints/best.pt that python -m cxrcam.segment wrote")
+    require(lungs is not None or cfg["lungs_mode"] == "missing",
+            f"lungs_mode={cfg['lungs_mode']} needs a segmenter: add lungs=<segment run>/checkpoints/best.pt")
+    validate_boxes_config(cfg["boxes"])
     require_flag("causal.enabled", cfg["causal"]["enabled"])
     require_whole("causal.marker_dilation_px", cfg["causal"]["marker_dilation_px"], 0)
     require_choice("causal.outside_lungs", cfg["causal"]["outside_lungs"], OUTSIDE_LUNGS)
+
+
+def validate_boxes_config(boxes: dict) -> None:
+    """The boxes group's keys; the file's own columns and rows are checked as it is read."""
+    file, columns, label_column = boxes["file"], boxes["columns"], boxes["label_column"]
+    require(file is None or (isinstance(file, str) and bool(file)),
+            f"boxes.file={file!r} must be the path of a box CSV, or null (no boxes)")
+    require_choice("boxes.format", boxes["format"], BOX_COLUMNS)
+    require(columns is None or (isinstance(columns, list) and len(columns) == 5
+                                and all(isinstance(c, str) and c for c in columns)),
+            f"boxes.columns={columns!r} must be five column names, the image path's then the four coordinates' in "
+            "boxes.format order (e.g. [patientId,x,y,width,height]), or null: the format's defaults")
+    require(isinstance(boxes["path_suffix"], str),
+            f"boxes.path_suffix={boxes['path_suffix']!r} must be text added to each row's path, e.g. .dcm, or ''")
+    require(label_column is None or (isinstance(label_column, str) and bool(label_column)),
+            f"boxes.label_column={label_column!r} must be a column name, or null (every box counts)")

@@ -3,10 +3,13 @@
     python -m cxrcam.evaluate ckpt=RUN/checkpoints/best.pt                # its own test split
     python -m cxrcam.evaluate ckpt=RUN/checkpoints/best.pt cam.layer=[layer3.5,layer4.2]
     python -m cxrcam.evaluate ckpt=RUN/checkpoints/best.pt cam.method=[gradcam,hirescam]
+    python -m cxrcam.evaluate ckpt=RUN/checkpoints/best.pt boxes=rsna boxes.file=stage_2_train_labels.csv  # + boxes
     python -m cxrcam.evaluate sweep=MULTIRUN_DIR 'cam.layer={resnet50:[layer4.2,layer3.5]}'
     python -m cxrcam.evaluate sweep=MULTIRUN_DIR                          # every model, one report
     python -m cxrcam.evaluate sweep=MULTIRUN_DIR shortcut_ckpt=CONFOUNDED/checkpoints/best.pt \
         control_ckpt=CONTROL/checkpoints/best.pt                          # + the shortcut audit
+    python -m cxrcam.evaluate ckpt=RUN/checkpoints/best.pt lungs=SEGMENT_RUN/checkpoints/best.pt
+                                                   # lung masks predicted where the dataset has none
 
 Per model, CAM method and layer: localisation against lesion masks, lung-relative attribution and zone
 profile, agreement with each class's expected pattern, faithfulness (ROAD, confidence drop) and the
@@ -28,12 +31,14 @@ from cxrcam.data.split import file_sha256, split_images
 from cxrcam.device import select_device
 from cxrcam.errors import CxrcamError
 from cxrcam.evaluation.attribution import CRITERIA
+from cxrcam.evaluation.boxes import add_boxes, read_boxes
 from cxrcam.evaluation.evaluator import evaluate_cams, shortcut_audit
-from cxrcam.evaluation.samples import load_samples
+from cxrcam.evaluation.samples import LungPrediction, load_samples, predicted_lungs
 from cxrcam.loaded_run import load_run, load_runs
 from cxrcam.reporting.evaluation_report import write_report
 from cxrcam.reporting.metrics_files import write_metrics
 from cxrcam.rundir import claim_run_dir
+from cxrcam.segmentation.segmenter import load_segmenter
 
 log = logging.getLogger("cxrcam.evaluate")
 
@@ -62,6 +67,7 @@ def evaluate(cfg: dict, run_dir: Path) -> list[str]:
     shortcut, control = (load_run(cfg[key], device) if cfg[key] else None for key in ("shortcut_ckpt", "control_ckpt"))
     if control and not shortcut:
         raise CxrcamError("control_ckpt is the shortcut audit's control: give shortcut_ckpt too")
+    lungs = LungPrediction(load_segmenter(cfg["lungs"], device), cfg["lungs_mode"]) if cfg["lungs"] else None
     methods = cfg["cam"]["method"] if isinstance(cfg["cam"]["method"], list) else [cfg["cam"]["method"]]
     for run in runs:  # a layer that has no CAM stops the call before any image is loaded
         for layer_name in layers_for(cfg["cam"]["layer"], run.model_name):
@@ -70,6 +76,7 @@ def evaluate(cfg: dict, run_dir: Path) -> list[str]:
     if len({run.split_sha256 for run in runs}) > 1 and not cfg["split_file"]:
         log.warning("the checkpoints were trained on different splits: each is evaluated on its own %s images",
                     cfg["split"])
+    box_file = read_boxes(cfg["boxes"]) if cfg["boxes"]["file"] else None
     claim_run_dir(run_dir, "evaluate")
     results, failures, loaded = [], [], {}
     for run, split_file in zip(runs, split_files, strict=True):
@@ -79,7 +86,9 @@ def evaluate(cfg: dict, run_dir: Path) -> list[str]:
         key = (file_sha256(split_file), run.image_size)
         if key not in loaded:
             images = split_images(str(split_file), run.class_names, cfg["split"], cfg["max_per_class"], cfg["seed"])
-            loaded[key] = load_samples(images, run.image_size)
+            loaded[key] = load_samples(images, run.image_size, lungs)
+            if box_file and loaded[key][0]:
+                add_boxes(loaded[key][0], box_file)
             failures += [f for f in loaded[key][1] if f not in failures]
         samples = loaded[key][0]
         if not samples:
@@ -91,8 +100,11 @@ def evaluate(cfg: dict, run_dir: Path) -> list[str]:
                       f"images): {result.seconds:.1f} s", flush=True)
                 results.append(result)
     audit = shortcut_audit(shortcut, control, runs, methods, cfg) if shortcut else None
-    write_metrics(results, audit, run_dir)
-    write_report(results, audit, runs, cfg, run_dir)
+    # each image once, though a sweep loads it at every model's size: its Dice is taken at the segmenter's
+    evaluated = list({s.path: s for samples, _ in loaded.values() for s in samples}.values())
+    predicted = predicted_lungs(evaluated, lungs, {**cfg["bootstrap"], "seed": cfg["seed"]}) if lungs else None
+    write_metrics(results, audit, run_dir, predicted)
+    write_report(results, audit, runs, cfg, run_dir, predicted)
     log.info("report: %s", run_dir / "report.html")
     return failures
 

@@ -35,6 +35,7 @@ from cxrcam.data.layout import discover_images
 from cxrcam.data.scan import unreadable_images
 from cxrcam.data.split import checkpoint_split_file, file_sha256, read_split, stratified_split, write_split
 from cxrcam.data.synthetic import ensure_synthetic
+from cxrcam.data.table import table_images
 from cxrcam.device import select_device, tune_for
 from cxrcam.errors import CxrcamError, StoppedBySignal
 from cxrcam.models import DEFAULT_CAM_LAYER, build_model, count_parameters, spatial_layer
@@ -55,9 +56,10 @@ log = logging.getLogger("cxrcam.train")
 # checkpoints name for CAMs, not what it learns (model.pretrained too: the weights come from the checkpoint).
 # trainer.early_stop_patience too, like trainer.epochs: it decides how long the trajectory runs, never any
 # step of it, so a resumed run is a prefix of the uninterrupted one either way (and checkpoints from
-# before it existed lack the key)
-RESUME_MAY_CHANGE = ("resume", "paths.", "data.name", "data.root", "data.split_file", "data.synthetic",
-                     "data.num_workers", "data.preload", "data.on_bad_image", "device", "trainer.amp",
+# before it existed lack the key). data.csv and data.image_dir say where a CSV-described set lives; its
+# columns, path suffix, label map and split column decide which images and labels it is, so they stay
+RESUME_MAY_CHANGE = ("resume", "paths.", "data.name", "data.root", "data.csv", "data.image_dir", "data.split_file",
+                     "data.synthetic", "data.num_workers", "data.preload", "data.on_bad_image", "device", "trainer.amp",
                      "trainer.channels_last", "trainer.compile", "trainer.dist_timeout_min", "model.pretrained",
                      "cam.", "trainer.early_stop_patience", "demo_epochs.", "seed_pretrained.")
 METRICS_FIELDS = ("epoch", "train_loss", "val_loss", "val_accuracy", "val_balanced_accuracy",
@@ -84,6 +86,15 @@ def split_counts(rows: list[dict], classes: list[str]) -> dict[str, dict[str, in
     return counts
 
 
+def images_of(data: dict, classes: list[str]) -> tuple[list[tuple[Path, str]], dict[Path, str] | None]:
+    """(path, class) of every image data= describes: in class folders, or listed in a CSV file
+    (data=csv, which may also give each image's official split)."""
+    if "csv" not in data:
+        return discover_images(data["root"], classes), None
+    return table_images(data["csv"], data["image_dir"], classes, data["path_column"], data["label_column"],
+                        data["path_suffix"], data["split_column"], data["label_map"])
+
+
 def make_split(data: dict, seed: int, run_dir: Path, source: Path | None,
                resumed_sha256: str | None) -> tuple[list[dict], list[str]]:
     """The split of this run, written to ``<run_dir>/split.csv`` (from ``source`` when given: a
@@ -96,11 +107,12 @@ def make_split(data: dict, seed: int, run_dir: Path, source: Path | None,
         bad = set(skipped)
         rows = [r for r in rows if r["path"] not in bad]
     else:
-        items = discover_images(data["root"], classes)
+        items, official = images_of(data, classes)
         skipped = unreadable_images([str(p) for p, _ in items], data["on_bad_image"])
         bad = set(skipped)
-        rows = stratified_split([(p, c) for p, c in items if str(p) not in bad], data["val_fraction"],
-                                data["test_fraction"], seed)
+        kept = [(p, c) for p, c in items if str(p) not in bad]
+        rows = (stratified_split(kept, data["val_fraction"], data["test_fraction"], seed) if official is None
+                else [{"path": str(p), "label": c, "split": official[p]} for p, c in kept])
     if skipped:
         log.warning("left out %d unreadable image(s); they are listed in test_metrics.json", len(skipped))
     write_split(rows, run_dir / "split.csv")
@@ -110,8 +122,9 @@ def make_split(data: dict, seed: int, run_dir: Path, source: Path | None,
     for split, counts in split_counts(rows, classes).items():
         missing = [c for c, n in counts.items() if n == 0]
         if missing:
-            raise CxrcamError(f"the {split} split has no image of class(es) {missing}; "
-                              "add images or change data.val_fraction / data.test_fraction")
+            change = (f"data.split_column={data['split_column']!r} (null: draw a split)"
+                      if data.get("split_column") else "data.val_fraction / data.test_fraction")
+            raise CxrcamError(f"the {split} split has no image of class(es) {missing}; add images or change {change}")
         log.info("%s: %d images %s", split, sum(counts.values()), counts)
     return rows, skipped
 

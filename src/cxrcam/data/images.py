@@ -68,6 +68,8 @@ def read_dicom(path: str | Path) -> np.ndarray:
 def read_grayscale(path: str | Path) -> np.ndarray:
     """The image at full resolution as a writable uint8 array; an unreadable file, or one too large
     to decode safely, is a CxrcamError. DICOM files go through :func:`read_dicom`."""
+    if not Path(path).exists():  # said plainly: a CSV may name files that were never downloaded
+        raise CxrcamError(f"cannot read image {path}: no such file")
     if Path(path).suffix.lower() in DICOM_EXTENSIONS:
         return read_dicom(path)
     try:

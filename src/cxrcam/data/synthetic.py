@@ -32,7 +32,8 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
-from scipy.ndimage import gaussian_filter, zoom
+from scipy.ndimage import find_objects, gaussian_filter, zoom
+from scipy.ndimage import label as connected_parts
 from tqdm import tqdm
 
 from cxrcam.errors import CxrcamError
@@ -47,6 +48,8 @@ METADATA_FIELDS = (
     "gain", "offset", "gamma",
 )
 MARKER_FOLDER = "marker_masks"
+LESION_BOXES = "lesion_boxes.csv"  # the lesion masks as boxes, for evaluate's boxes.file= (see write_lesion_boxes)
+LESION_BOX_FIELDS = ("path", "label", "x_min", "y_min", "x_max", "y_max")
 
 
 @dataclass
@@ -292,6 +295,42 @@ def _write_sample(task: tuple[Path, int, str, int, int, int, float | None]) -> d
     return {"file": f"{label}/images/{name}", "label": label, **phantom.info}
 
 
+def lesion_boxes(lesion: np.ndarray) -> list[tuple[int, int, int, int]]:
+    """(x_min, y_min, x_max, y_max) of each connected part of a lesion mask, in pixel edges: a part
+    spanning columns c0..c1 has x_min = c0 and x_max = c1 + 1."""
+    parts, _ = connected_parts(lesion)
+    return [(cols.start, rows.start, cols.stop, rows.stop) for rows, cols in find_objects(parts)]
+
+
+def write_lesion_boxes(root: Path) -> Path:
+    """``<root>/lesion_boxes.csv`` from the lesion masks on disk: a box per connected lesion part,
+    in pixels of the stored image, path relative to ``root``; an image without a lesion is one row
+    with empty coordinates, as RSNA's and VinDr-CXR's negatives are. Written whole or not at all."""
+    rows = []
+    for mask_path in sorted(Path(root).glob("*/lesion_masks/*.png")):
+        cls = mask_path.parent.parent.name
+        with Image.open(mask_path) as mask:
+            boxes = lesion_boxes(np.asarray(mask) > 0) or [("", "", "", "")]
+        rows += [(f"{cls}/images/{mask_path.name}", cls, *box) for box in boxes]
+    path = Path(root) / LESION_BOXES
+    tmp = path.with_name(f"{LESION_BOXES}.{os.getpid()}.tmp")
+    with open(tmp, "w", newline="") as f:
+        csv.writer(f).writerows([LESION_BOX_FIELDS, *rows])
+    os.replace(tmp, path)
+    return path
+
+
+def _with_lesion_boxes(root: Path) -> Path:
+    """``root``, its lesion_boxes.csv written where a set generated before it existed lacks it (a
+    read-only copy is used as it is)."""
+    if not (root / LESION_BOXES).is_file():
+        try:
+            write_lesion_boxes(root)
+        except OSError as exc:
+            log.warning("cannot write %s (%s): evaluate's boxes.file= needs it", root / LESION_BOXES, exc)
+    return root
+
+
 def generate_dataset(root: Path, n_per_class: int, resolution: int, seed: int,
                      classes: tuple[str, ...] = CLASSES, marker: dict[str, float] | None = None) -> None:
     """Write the phantoms into ``root``; each sample's RNG depends only on (seed, class, index).
@@ -312,6 +351,7 @@ def generate_dataset(root: Path, n_per_class: int, resolution: int, seed: int,
         writer.writeheader()
         for row in rows:
             writer.writerow({k: (f"{v:.5f}" if isinstance(v, float) else v) for k, v in row.items()})
+    write_lesion_boxes(root)
 
 
 def ensure_synthetic(root: str | Path, n_per_class: int, resolution: int, seed: int,
@@ -333,7 +373,7 @@ def ensure_synthetic(root: str | Path, n_per_class: int, resolution: int, seed: 
     if marker:
         params["marker"] = {k: float(v) for k, v in sorted(marker.items())}
     if _matches(root, params):
-        return root
+        return _with_lesion_boxes(root)
     root.parent.mkdir(parents=True, exist_ok=True)
     with open(root.with_name(root.name + ".lock"), "a") as lock:
         try:
@@ -342,7 +382,7 @@ def ensure_synthetic(root: str | Path, n_per_class: int, resolution: int, seed: 
             log.info("waiting for another process that is generating %s", root)
             fcntl.flock(lock, fcntl.LOCK_EX)
         if _matches(root, params):
-            return root
+            return _with_lesion_boxes(root)
         tmp = root.with_name(root.name + ".generating")
         shutil.rmtree(tmp, ignore_errors=True)  # left by an interrupted generation
         generate_dataset(tmp, n_per_class, resolution, seed, marker=marker)

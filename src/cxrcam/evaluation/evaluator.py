@@ -15,6 +15,7 @@ from tqdm import tqdm
 from cxrcam.data.split import split_images
 from cxrcam.errors import CxrcamError
 from cxrcam.evaluation.anatomy import lung_aligned, single_lung_side
+from cxrcam.evaluation.boxes import box_truth
 from cxrcam.evaluation.faithfulness import confidence_change, road_scores
 from cxrcam.evaluation.results import (AuditRow, CamEvaluation, Faithfulness, Interval, MarkerComparison, MaskCounts,
                                        Pictures, Reliance, Sanity, SanityStep, ShortcutAudit, ZoneProfile,
@@ -73,7 +74,7 @@ def evaluate_cams(run: LoadedRun, samples: list[Sample], split_file: str, method
         zone_profiles={c: ZoneProfile(**p) for c, p in mean_zone_profiles(records, labels, classes).items()},
         pictures=Pictures(mean_heatmaps(cams, samples, classes, cfg["mean_heatmap_size"], lung_frame),
                           example_overlays(cams, samples, classes)),
-        faithfulness=faithfulness, sanity=sanity,
+        faithfulness=faithfulness, sanity=sanity, box_truth=box_truth(samples, cfg["boxes"]["file"]),
         reliance=causal_test(run, samples, cfg) if (with_checks if with_reliance is None else with_reliance) else None,
         seconds=round(time.perf_counter() - started, 1))
 

@@ -16,6 +16,9 @@ from cxrcam.evaluation.attribution import marginals
 CHANCE = {"pointing": "pointing_chance", "pointing_tolerant": "pointing_tolerant_chance",
           "energy": "pointing_chance", "zone_hit": "zone_hit_chance",
           "lung_share": "lung_share_flat", "marker_share": "marker_share_flat"}
+BOX_PREFIX = "box_"  # the localisation scores against radiologists' boxes: the lesion-mask keys with this prefix
+CHANCE |= {BOX_PREFIX + key: BOX_PREFIX + CHANCE[key]
+           for key in ("pointing", "pointing_tolerant", "energy", "zone_hit")}
 PASS_RANK_CORRELATION = 0.3  # a sanity check passes when the fully randomised CAM falls below this
 MOST_IMAGES = 0.5  # a class shows its expected pattern when at least this share of its images agree
 
@@ -89,6 +92,31 @@ class MaskCounts:
     lesion: int
     marker: int
     one_lung: int  # lung masks that hold one lung only
+
+
+@dataclass(frozen=True)
+class BoxTruth:
+    """The box file an evaluation was scored against, and how many of its images it covers."""
+    file: str
+    with_boxes: int  # evaluated images with at least one box (of their class, with boxes.label_column)
+    without_finding: int  # listed without a box: empty rows only (a negative), or boxes of other classes
+    not_listed: int  # not in the file: no box ground truth
+
+
+@dataclass(frozen=True)
+class PredictedLungs:
+    """Lung masks a segmenter predicted (evaluate lungs=): for how many images, and how good they are:
+    the segmenter's own Dice on its validation and test splits, and with lungs_mode=all the Dice of
+    the dataset's masks against its predictions."""
+    checkpoint: str
+    mode: str  # missing: for images without a lung mask | all: for every image, in place of the dataset's
+    image_size: int  # the segmenter's input
+    trained_on: str  # the data group it was trained on (synthetic, covid_radiography, ...)
+    val_dice: float
+    test_dice: float | None
+    n_images: int
+    n_predicted: int
+    agreement: Interval | None  # lungs_mode=all: Dice of the dataset's own masks against the predictions
 
 
 @dataclass(frozen=True)
@@ -200,6 +228,7 @@ class CamEvaluation:
     faithfulness: Faithfulness | None = None
     sanity: Sanity | None = None
     seconds: float = 0.0
+    box_truth: BoxTruth | None = None  # with boxes.file: the box_* scores' ground truth
     reliance: Reliance | None = None  # the causal test, with each model's first method and layer
 
     @property

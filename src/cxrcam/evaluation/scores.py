@@ -7,6 +7,7 @@ import numpy as np
 from cxrcam.evaluation.anatomy import ZONES, zone_map
 from cxrcam.evaluation.attribution import attribution_scores, pattern_agreement, zone_profile
 from cxrcam.evaluation.localisation import localisation_scores
+from cxrcam.evaluation.results import BOX_PREFIX
 from cxrcam.evaluation.samples import Sample
 from cxrcam.evaluation.stats import bootstrap_ci
 
@@ -25,6 +26,9 @@ def image_scores(cam: np.ndarray, sample: Sample, settings: dict) -> dict:
             scores[f"pattern:{criterion}"], scores[f"pattern_value:{criterion}"] = float(agrees), value
     if sample.lesion is not None and sample.lesion.any():
         scores.update(localisation_scores(cam, sample.lesion, zones, settings["tolerance_px"]))
+    if sample.boxes is not None and sample.boxes.any():  # the same scores against the radiologists' boxes
+        scores.update({BOX_PREFIX + key: value for key, value in
+                       localisation_scores(cam, sample.boxes, zones, settings["tolerance_px"]).items()})
     return scores
 
 

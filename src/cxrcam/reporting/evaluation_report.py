@@ -13,8 +13,8 @@ from collections import Counter
 from pathlib import Path
 
 from cxrcam.data.split import read_split
-from cxrcam.evaluation.results import (PASS_RANK_CORRELATION, Alteration, CamEvaluation, Interval, ShortcutAudit,
-                                       loss_against)
+from cxrcam.evaluation.results import (BOX_PREFIX, PASS_RANK_CORRELATION, Alteration, CamEvaluation, Interval,
+                                       PredictedLungs, ShortcutAudit, loss_against)
 from cxrcam.loaded_run import LoadedRun
 from cxrcam.reporting import evaluation_figures as figures
 
@@ -116,7 +116,7 @@ li{margin:.25em 0}.wide{overflow-x:auto}"""
 
 
 def write_report(results: list[CamEvaluation], audit: ShortcutAudit | None, runs: list[LoadedRun], cfg: dict,
-                 out_dir: Path) -> None:
+                 out_dir: Path, lungs: PredictedLungs | None = None) -> None:
     """report.html (self-contained) and report.md (figures in figures/) for one run or a sweep."""
     fig_dir = out_dir / "figures"
     fig_dir.mkdir(parents=True, exist_ok=True)
@@ -127,11 +127,14 @@ def write_report(results: list[CamEvaluation], audit: ShortcutAudit | None, runs
              "split. Intervals are 95 % percentile-bootstrap confidence intervals over images "
              f"({cfg['bootstrap']['n_resamples']} resamples, seed {cfg['seed']}).")
     _data_section(doc, results, classes)
+    if lungs:
+        _predicted_lungs_para(doc, lungs)
     _models_section(doc, results, runs)
     _cams_section(doc, results, classes, fig_dir)
     _comparison_section(doc, results)
     _zones_section(doc, results, classes, fig_dir)
     _localisation_section(doc, results, classes, fig_dir, cfg)
+    _box_section(doc, results, classes)
     _faithfulness_section(doc, results, fig_dir)
     _sanity_section(doc, results, fig_dir)
     if audit:
@@ -158,6 +161,20 @@ def _data_section(doc: Document, results: list[CamEvaluation], classes: list[str
              + (f" {masks.one_lung} lung mask(s) hold one lung only (a pneumonectomy, a collapsed or fully "
                 "opaque lung, or a partial mask): they are scored as one lung with the other side empty, so they "
                 "cannot meet 'bilateral'." if masks.one_lung else ""))
+    doc.para(ground_truth(first))
+
+
+def _predicted_lungs_para(doc: Document, lungs: PredictedLungs) -> None:
+    which = ("the images without a lung mask of their own" if lungs.mode == "missing"
+             else "every image, in place of the dataset's own lung masks")
+    test = f", test {lungs.test_dice:.3f}" if lungs.test_dice is not None else ""
+    agreement = (f" Against the dataset's own lung masks of {lungs.agreement.n} images the predictions reach a mean "
+                 f"Dice of {ci_text(lungs.agreement)}." if lungs.agreement else "")
+    doc.para(f"Lung masks are predicted for {lungs.n_predicted} of the {lungs.n_images} evaluated images "
+             f"(lungs_mode={lungs.mode}: {which}) by the segmenter {lungs.checkpoint}, a U-Net at "
+             f"{lungs.image_size} px trained from scratch on {lungs.trained_on} data (Dice on its validation "
+             f"split {lungs.val_dice:.3f}{test}). Lung-relative measures of those images rest on predicted, not "
+             f"drawn, masks.{agreement}")
 
 
 def _models_section(doc: Document, results: list[CamEvaluation], runs: list[LoadedRun]) -> None:
@@ -238,17 +255,66 @@ def _localisation_section(doc: Document, results: list[CamEvaluation], classes: 
              "target layer's resolution: a 4x4 map cannot point inside a small lesion.")
     figures.plot_localisation(results, classes, fig_dir / "localisation.png")
     doc.figure(fig_dir / "localisation.png", "Localisation per class with 95 % CIs; black ticks: chance level")
+    doc.table(["model @ layer (grid)", "class", "images", "pointing game", "pointing, tolerant", "zone-level hit",
+               "energy in lesion", "Otsu IoU"], _localisation_rows(results, classes))
+
+
+def _localisation_rows(results: list[CamEvaluation], classes: list[str], prefix: str = "") -> list[list]:
+    """Per model and class (and all), the localisation scores of one ground truth: lesion masks, or
+    with ``prefix`` BOX_PREFIX the boxes."""
     rows = []
     for r in results:
         for c in ["all"] + classes:
             cls = None if c == "all" else c
-            pointing = _ci(r, "pointing", cls)
+            pointing = _ci(r, prefix + "pointing", cls)
             if pointing is None:
                 continue
-            rows.append([r.label, c, pointing.n, _hit(r, "pointing", cls), _hit(r, "pointing_tolerant", cls),
-                         _hit(r, "zone_hit", cls), ci_text(_ci(r, "energy", cls)), ci_text(_ci(r, "otsu_iou", cls))])
+            rows.append([r.label, c, pointing.n, *(_hit(r, prefix + m, cls) for m in ("pointing", "pointing_tolerant",
+                                                                                       "zone_hit")),
+                         *(ci_text(_ci(r, prefix + m, cls)) for m in ("energy", "otsu_iou"))])
+    return rows
+
+
+def ground_truth(result: CamEvaluation) -> str:
+    """Which localisation ground truth the scores are against, with how many images have each."""
+    masks = f"lesion masks ({result.masks.lesion} images with a lesion)"
+    truth = result.box_truth
+    boxes = truth and (f"boxes from {truth.file} ({truth.with_boxes} images with a box, {truth.without_finding} "
+                       f"listed without a finding, {truth.not_listed} not listed)")
+    if boxes and result.masks.lesion:
+        return f"Localisation ground truth: both {masks} and {boxes}."
+    if boxes:
+        return f"Localisation ground truth: {boxes}; no evaluated image has a lesion mask."
+    if result.masks.lesion:
+        return f"Localisation ground truth: {masks}."
+    return "Localisation ground truth: none (no lesion mask, no boxes.file): localisation is not scored."
+
+
+def _box_section(doc: Document, results: list[CamEvaluation], classes: list[str]) -> None:
+    truth = results[0].box_truth
+    if not truth:
+        return
+    doc.heading("Localisation against radiologists' boxes")
+    doc.para(f"Boxes from {truth.file}, in pixels of the original image: a box covers the pixels whose centre lies "
+             "inside it, and that region is stretched to each model's input as a lesion mask is; the boxes of an "
+             "image (several findings or readers) form one region. The scores are the lesion masks' (box_* in "
+             "cam_metrics), the region taking the lesion's place; an image listed without a box has no finding and, "
+             "like a Normal image, no score.")
+    rows = _localisation_rows(results, classes, BOX_PREFIX)
+    if not rows:
+        doc.para("No evaluated image has a box: localisation against boxes was not scored.")
+        return
     doc.table(["model @ layer (grid)", "class", "images", "pointing game", "pointing, tolerant", "zone-level hit",
-               "energy in lesion", "Otsu IoU"], rows)
+               "energy in boxes", "Otsu IoU"], rows)
+    both = [r for r in results if "pointing" in r.scores and BOX_PREFIX + "pointing" in r.scores]
+    if both:
+        doc.para("The same CAMs against both ground truths (all images that have each):")
+        doc.table(["model @ layer (grid)", "ground truth", "images", "pointing game", "pointing, tolerant",
+                   "energy inside", "Otsu IoU"],
+                  [[r.label, name, r.scores[prefix + "pointing"].overall.n, _hit(r, prefix + "pointing"),
+                    _hit(r, prefix + "pointing_tolerant"), ci_text(_ci(r, prefix + "energy")),
+                    ci_text(_ci(r, prefix + "otsu_iou"))]
+                   for r in both for name, prefix in (("lesion masks", ""), ("boxes", BOX_PREFIX))])
 
 
 def _faithfulness_section(doc: Document, results: list[CamEvaluation], fig_dir: Path) -> None:
@@ -340,9 +406,22 @@ def conclusions(results: list[CamEvaluation], audit: ShortcutAudit | None) -> li
         if r.faithfulness:
             out.append(f"{r.label} ROAD combined {ci_text(r.faithfulness.road_combined)}: "
                        f"{FAITHFULNESS[r.faithfulness.verdict]}.")
+    out += _box_findings(results)
     if audit:
         out += _shortcut_findings(audit)
     return out + _causal_findings(results, audit)
+
+
+def _box_findings(results: list[CamEvaluation]) -> list[str]:
+    """Each model's pointing game against the radiologists' boxes, against chance."""
+    out = []
+    for r in results:
+        point = r.scores.get(BOX_PREFIX + "pointing")
+        if point:
+            out.append(f"{r.label} against the boxes of {r.box_truth.file}: pointing game {point.versus_chance} chance "
+                       f"({_hit(r, BOX_PREFIX + 'pointing')}), energy inside the boxes "
+                       f"{ci_text(_ci(r, BOX_PREFIX + 'energy'))}.")
+    return out
 
 
 def _shortcut_findings(audit: ShortcutAudit) -> list[str]:

@@ -7,15 +7,18 @@ import csv
 import json
 from pathlib import Path
 
-from cxrcam.evaluation.results import CamEvaluation, Interval, ShortcutAudit, plain
+from cxrcam.evaluation.results import CamEvaluation, Interval, PredictedLungs, ShortcutAudit, plain
 
 CSV_HEADER = ["run", "model", "method", "layer", "grid", "metric", "class", "mean", "ci_low", "ci_high", "n", "chance"]
 
 
-def write_metrics(results: list[CamEvaluation], audit: ShortcutAudit | None, out_dir: Path) -> None:
+def write_metrics(results: list[CamEvaluation], audit: ShortcutAudit | None, out_dir: Path,
+                  lungs: PredictedLungs | None = None) -> None:
     data = {"models": plain(results)}
     if audit:
         data["shortcut_audit"] = plain(audit)
+    if lungs:
+        data["predicted_lungs"] = plain(lungs)
     (out_dir / "cam_metrics.json").write_text(json.dumps(data, indent=2))
     with open(out_dir / "cam_metrics.csv", "w", newline="") as f:
         writer = csv.writer(f)
