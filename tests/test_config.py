@@ -386,6 +386,10 @@ EVALUATE_REFUSED = [
                                                      "in [0, 1]"),
     ("pattern_thresholds.diffuse_min_evenness", 1.1, "pattern_thresholds.diffuse_min_evenness=1.1 must be a number "
                                                      "in [0, 1]"),
+    ("causal.enabled", "yes", "causal.enabled='yes' must be true or false"),
+    ("causal.marker_dilation_px", -1, "causal.marker_dilation_px=-1 must be a whole number >= 0"),
+    ("causal.marker_dilation_px", 1.5, "causal.marker_dilation_px=1.5 must be a whole number >= 0"),
+    ("causal.outside_lungs", "grey", "causal.outside_lungs='grey' is not one of ['mean', 'black']"),
 ]
 
 
@@ -410,6 +414,7 @@ EVALUATE_ACCEPTED = [
     [("zones.peripheral_from", 0.999)],
     [("pattern_thresholds.bilateral_min_ratio", 0), ("pattern_thresholds.unilateral_min_share", 1)],
     [("pattern_thresholds", {})],
+    [("causal.enabled", False), ("causal.marker_dilation_px", 0), ("causal.outside_lungs", "black")],
 ]
 
 

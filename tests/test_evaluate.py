@@ -140,6 +140,15 @@ def test_shortcut_audit_compares_marker_mass(checkpoint, tmp_path):
         assert share["n"] == audit["n_marked"] and 0 <= share["mean"] <= 1
     page = (out / "report.html").read_text()
     assert "Shortcut audit" in page and "no clearly different than the control" in page
+    # the causal test on the marked images; the same model as its own control; no marker in the clean test split
+    tested = [row["evaluation"]["reliance"] for row in audit["rows"]]
+    assert tested[0] == tested[1]
+    assert [(t["markers_removed"]["n_images"], t["lungs_only"]["n_images"]) for t in tested] == [
+        (audit["n_marked"], audit["n_marked"])] * 3
+    (result,) = json.loads((out / "cam_metrics.json").read_text())["models"]
+    assert result["reliance"]["markers_removed"] is None and result["reliance"]["lungs_only"]["n_images"] == 8
+    assert "<h2>Causal test: markers removed, lungs only</h2>" in page
+    assert "no clearly different loss than the control" in page
 
 
 @pytest.mark.slow

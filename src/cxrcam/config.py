@@ -16,6 +16,7 @@ CLASS_BALANCE_MODES = ("loss", "sampler", "none")
 OPTIMIZERS = ("adam", "adamw")
 SCHEDULERS = ("none", "onecycle", "cosine")
 LUNG_MODES = ("missing", "all")  # evaluate's lungs_mode: predict lung masks where none exist, or for every image
+OUTSIDE_LUNGS = ("mean", "black")  # the causal test's fill outside the lungs (cxrcam.evaluation.reliance)
 # {old name: new name} of the training keys renamed so that each setting has one name in every stage;
 # the command line refuses the old ones, a resumed run reads its checkpoint's config under the new ones
 RENAMED_KEYS = {"trainer.device": "device", "model.target_layer": "cam.layer",
@@ -234,6 +235,9 @@ def validate_evaluate_config(cfg: dict) -> None:
     require(lungs is not None or cfg["lungs_mode"] == "missing",
             f"lungs_mode={cfg['lungs_mode']} needs a segmenter: add lungs=<segment run>/checkpoints/best.pt")
     validate_boxes_config(cfg["boxes"])
+    require_flag("causal.enabled", cfg["causal"]["enabled"])
+    require_whole("causal.marker_dilation_px", cfg["causal"]["marker_dilation_px"], 0)
+    require_choice("causal.outside_lungs", cfg["causal"]["outside_lungs"], OUTSIDE_LUNGS)
 
 
 def validate_boxes_config(boxes: dict) -> None:

@@ -18,8 +18,9 @@ from cxrcam.evaluation.anatomy import lung_aligned, single_lung_side
 from cxrcam.evaluation.boxes import box_truth
 from cxrcam.evaluation.faithfulness import confidence_change, road_scores
 from cxrcam.evaluation.results import (AuditRow, CamEvaluation, Faithfulness, Interval, MarkerComparison, MaskCounts,
-                                       Pictures, Sanity, SanityStep, ShortcutAudit, ZoneProfile, pattern_agreements,
-                                       score_table)
+                                       Pictures, Reliance, Sanity, SanityStep, ShortcutAudit, ZoneProfile,
+                                       pattern_agreements, score_table)
+from cxrcam.evaluation.reliance import model_probabilities, reliance
 from cxrcam.evaluation.samples import Sample, balanced_subset, load_samples
 from cxrcam.evaluation.sanity import cascading_randomisation
 from cxrcam.evaluation.scores import image_scores, lesion_reference, mean_zone_profiles, summarise
@@ -30,10 +31,12 @@ from cxrcam.models import count_parameters, get_layer
 
 
 def evaluate_cams(run: LoadedRun, samples: list[Sample], split_file: str, method: str, layer_name: str | None,
-                  cfg: dict, with_checks: bool = True, lung_frame: bool = True) -> CamEvaluation:
+                  cfg: dict, with_checks: bool = True, lung_frame: bool = True,
+                  with_reliance: bool | None = None) -> CamEvaluation:
     """Every measurement of one model's CAMs (of each image's true class) by one method at one
     layer (None: the run's own); with ``with_checks``, also faithfulness and the sanity check on class-balanced subsets.
-    Mean heatmaps are in the lung-aligned frame, or the image frame without ``lung_frame``."""
+    Mean heatmaps are in the lung-aligned frame, or the image frame without ``lung_frame``. The causal
+    test runs ``with_reliance`` (None: ``with_checks``): it depends on the model, not on the CAM."""
     started = time.perf_counter()
     classes, size = run.class_names, run.image_size
     layer = run.cam_layer(layer_name)
@@ -71,8 +74,22 @@ def evaluate_cams(run: LoadedRun, samples: list[Sample], split_file: str, method
         zone_profiles={c: ZoneProfile(**p) for c, p in mean_zone_profiles(records, labels, classes).items()},
         pictures=Pictures(mean_heatmaps(cams, samples, classes, cfg["mean_heatmap_size"], lung_frame),
                           example_overlays(cams, samples, classes)),
-        faithfulness=faithfulness, sanity=sanity, seconds=round(time.perf_counter() - started, 1),
-        box_truth=box_truth(samples, cfg["boxes"]["file"]))
+        faithfulness=faithfulness, sanity=sanity, box_truth=box_truth(samples, cfg["boxes"]["file"]),
+        reliance=causal_test(run, samples, cfg) if (with_checks if with_reliance is None else with_reliance) else None,
+        seconds=round(time.perf_counter() - started, 1))
+
+
+def causal_test(run: LoadedRun, samples: list[Sample], cfg: dict,
+                markers: list[np.ndarray | None] | None = None) -> Reliance | None:
+    """The model's accuracy with the markers removed and on the lungs only, against the images as they
+    are (None with causal.enabled false). ``markers``: the masks to remove, one per sample (None: the
+    dataset's marker masks)."""
+    if not cfg["causal"]["enabled"]:
+        return None
+    return reliance(model_probabilities(run, cfg["batch_size"]), [s.gray for s in samples],
+                    [run.class_names.index(s.label) for s in samples],
+                    [s.marker for s in samples] if markers is None else markers, [s.lungs for s in samples],
+                    cfg["causal"], {**cfg["bootstrap"], "seed": cfg["seed"]})
 
 
 def mask_counts(samples: list[Sample]) -> MaskCounts:
@@ -155,7 +172,8 @@ def shortcut_audit(shortcut: LoadedRun, control: LoadedRun | None, references: l
     rows, comparisons = [], []
     for method in methods:
         rows_of_method = [AuditRow(role, evaluate_cams(run, at_size[run.image_size], split_file, method, None, cfg,
-                                                       with_checks=False, lung_frame=False))
+                                                       with_checks=False, lung_frame=False,
+                                                       with_reliance=method == methods[0]))
                           for run, role in roles]
         confounded = rows_of_method[0].evaluation.scores
         comparisons += [MarkerComparison(method, row.role, row.evaluation.model, confounded["marker_share"].overall,

@@ -155,6 +155,48 @@ class Sanity:
         object.__setattr__(self, "passes", self.steps[-1].rank_correlation < self.threshold)
 
 
+# what each edit of the causal test takes away, in the verdict's words
+REMOVED = {"markers_removed": "the markers", "lungs_only": "what lies outside the lungs"}
+
+
+@dataclass(frozen=True)
+class Alteration:
+    """One edit of the causal test (:mod:`cxrcam.evaluation.reliance`) on the ``n_images`` that have
+    its mask: the scores before and after, and each change (after less before) with its paired
+    bootstrap interval. ``verdict``: the model relies on what the edit removed when the accuracy
+    change's interval lies below 0, does better without it when above, else neither is shown."""
+    edit: str  # markers_removed or lungs_only
+    n_images: int
+    accuracy: float  # on these images unedited
+    edited_accuracy: float
+    balanced_accuracy: float
+    edited_balanced_accuracy: float
+    true_class_probability: float  # mean over images
+    edited_true_class_probability: float
+    accuracy_change: Interval
+    balanced_accuracy_change: Interval
+    true_class_probability_change: Interval
+    verdict: str = field(init=False)
+
+    def __post_init__(self):
+        where = self.accuracy_change.versus(0.0)
+        verdict = (f"relies on {REMOVED[self.edit]}" if where == "below" else
+                   f"does better without {REMOVED[self.edit]}" if where == "above" else
+                   f"shows no measurable reliance on {REMOVED[self.edit]}")
+        object.__setattr__(self, "verdict", verdict)
+
+
+@dataclass(frozen=True)
+class Reliance:
+    """The causal test of one model on one set of images; an edit no image has a mask for is None."""
+    markers_removed: Alteration | None
+    lungs_only: Alteration | None
+
+    @property
+    def alterations(self) -> list[Alteration]:
+        return [a for a in (self.markers_removed, self.lungs_only) if a is not None]
+
+
 @dataclass(frozen=True)
 class Pictures:
     """Arrays for the report's figures, left out of cam_metrics.json."""
@@ -187,6 +229,7 @@ class CamEvaluation:
     sanity: Sanity | None = None
     seconds: float = 0.0
     box_truth: BoxTruth | None = None  # with boxes.file: the box_* scores' ground truth
+    reliance: Reliance | None = None  # the causal test, with each model's first method and layer
 
     @property
     def label(self) -> str:
@@ -235,6 +278,16 @@ class ShortcutAudit:
     n_images: int
     rows: list[AuditRow]
     comparisons: list[MarkerComparison]
+
+
+def loss_against(confounded: Alteration, other: Alteration) -> str:
+    """Whether the confounded model loses more accuracy under an edit than another model: more or
+    less when the two changes' intervals do not overlap."""
+    if confounded.accuracy_change.high < other.accuracy_change.low:
+        return "a clearly larger loss"
+    if confounded.accuracy_change.low > other.accuracy_change.high:
+        return "a clearly smaller loss"
+    return "no clearly different loss"
 
 
 def score_table(summary: dict) -> dict[str, Score]:

@@ -13,8 +13,8 @@ from collections import Counter
 from pathlib import Path
 
 from cxrcam.data.split import read_split
-from cxrcam.evaluation.results import (BOX_PREFIX, PASS_RANK_CORRELATION, CamEvaluation, Interval, PredictedLungs,
-                                       ShortcutAudit)
+from cxrcam.evaluation.results import (BOX_PREFIX, PASS_RANK_CORRELATION, Alteration, CamEvaluation, Interval,
+                                       PredictedLungs, ShortcutAudit, loss_against)
 from cxrcam.loaded_run import LoadedRun
 from cxrcam.reporting import evaluation_figures as figures
 
@@ -139,6 +139,7 @@ def write_report(results: list[CamEvaluation], audit: ShortcutAudit | None, runs
     _sanity_section(doc, results, fig_dir)
     if audit:
         _shortcut_section(doc, audit, fig_dir)
+    _causal_section(doc, results, audit)
     doc.heading("Conclusions")
     doc.bullets(conclusions(results, audit))
     (out_dir / "report.html").write_text(doc.html())
@@ -408,7 +409,7 @@ def conclusions(results: list[CamEvaluation], audit: ShortcutAudit | None) -> li
     out += _box_findings(results)
     if audit:
         out += _shortcut_findings(audit)
-    return out
+    return out + _causal_findings(results, audit)
 
 
 def _box_findings(results: list[CamEvaluation]) -> list[str]:
@@ -430,3 +431,53 @@ def _shortcut_findings(audit: ShortcutAudit) -> list[str]:
             f"mass on the marker, {c.difference} than the {c.role} {c.model} ({ci_text(c.other, True)}; flat map "
             f"{c.flat:.1%}), and {c.confounded_lungs.mean:.0%} in the lungs against {c.other_lungs.mean:.0%}."
             for c in audit.comparisons]
+
+
+EDITS = {"markers_removed": "markers removed", "lungs_only": "lungs only"}
+
+
+def _causal_rows(label: str, alteration: Alteration) -> list:
+    a = alteration
+    return [label, EDITS[a.edit], a.n_images, f"{a.accuracy:.3f} -> {a.edited_accuracy:.3f}",
+            ci_text(a.accuracy_change), f"{a.balanced_accuracy:.3f} -> {a.edited_balanced_accuracy:.3f}",
+            ci_text(a.balanced_accuracy_change), ci_text(a.true_class_probability_change), a.verdict]
+
+
+def _causal_section(doc: Document, results: list[CamEvaluation], audit: ShortcutAudit | None) -> None:
+    tested = [r for r in results if r.reliance and r.reliance.alterations]
+    audited = [row for row in audit.rows if row.evaluation.reliance] if audit else []
+    if not tested and not any(row.evaluation.reliance.alterations for row in audited):
+        return
+    doc.heading("Causal test: markers removed, lungs only")
+    doc.para("Where a CAM's heat sits is not what the decision needs. Each model is scored again on its images "
+             "edited: markers removed (the marker mask, dilated, inpainted from its surroundings by the linear "
+             "imputation ROAD uses, without noise) and lungs only (everything outside the lung mask one constant). "
+             "Each edit takes only the images that have its mask. Changes are edited less original on the same "
+             "images, with paired bootstrap intervals; a model relies on what an edit removes when its accuracy "
+             "change lies below 0. Lungs only takes the images far from those the model learned on: a loss there "
+             "says it needs the image around the lungs, not which part of it; read it against the other models'.")
+    header = ["model", "edit", "images", "accuracy", "accuracy change", "balanced acc.", "balanced acc. change",
+              "true-class probability change", "verdict"]
+    if tested:
+        doc.table(header, [_causal_rows(r.model, a) for r in tested for a in r.reliance.alterations])
+    if audited:
+        doc.para("Shortcut audit: the same test on the confounded run's marked test images.")
+        doc.table(["role", *header], [[row.role, *_causal_rows(row.evaluation.model, a)]
+                                      for row in audited for a in row.evaluation.reliance.alterations])
+
+
+def _causal_findings(results: list[CamEvaluation], audit: ShortcutAudit | None) -> list[str]:
+    """Per model and edit, the accuracy change and its verdict; in the audit, the confounded model's
+    loss without the markers against each other model's."""
+    out = [f"Causal test, {r.model}, {EDITS[a.edit]} ({a.n_images} images): accuracy {a.accuracy:.3f} -> "
+           f"{a.edited_accuracy:.3f}, change {ci_text(a.accuracy_change)}: {a.verdict}."
+           for r in results if r.reliance for a in r.reliance.alterations]
+    rows = [row for row in audit.rows if row.evaluation.reliance] if audit else []
+    if rows and rows[0].evaluation.reliance.markers_removed:
+        confounded = rows[0].evaluation.reliance.markers_removed
+        out += [f"Causal test, shortcut audit: with the markers removed the confounded {rows[0].evaluation.model}'s "
+                f"accuracy changes by {ci_text(confounded.accuracy_change)}, {loss_against(confounded, other)} "
+                f"than the {row.role} {row.evaluation.model}'s {ci_text(other.accuracy_change)}: "
+                f"the confounded model {confounded.verdict}."
+                for row in rows[1:] if (other := row.evaluation.reliance.markers_removed)]
+    return out

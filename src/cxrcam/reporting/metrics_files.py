@@ -46,4 +46,7 @@ def csv_rows(result: CamEvaluation) -> list[list[str]]:
     for step in result.sanity.steps if result.sanity else []:
         for metric in ("rank_correlation", "ssim"):
             rows.append(head + [f"sanity_{metric}@{step.block}", "all", f"{getattr(step, metric):.4f}", "", "", "", ""])
+    for alteration in result.reliance.alterations if result.reliance else []:  # the causal test
+        for metric in ("accuracy_change", "balanced_accuracy_change", "true_class_probability_change"):
+            rows.append(row(f"{metric}:{alteration.edit}", "all", getattr(alteration, metric)))
     return rows
