@@ -15,7 +15,9 @@ from cxrcam.evaluation.attribution import marginals
 # hit rates and shares, and the score a random point or a flat map gets for each
 CHANCE = {"pointing": "pointing_chance", "pointing_tolerant": "pointing_tolerant_chance",
           "energy": "pointing_chance", "zone_hit": "zone_hit_chance",
-          "lung_share": "lung_share_flat", "marker_share": "marker_share_flat"}
+          "lung_share": "lung_share_flat", "marker_share": "marker_share_flat",
+          "marker_peak": "marker_peak_chance", "detected_marker_share": "detected_marker_share_flat",
+          "detected_marker_peak": "detected_marker_peak_chance"}
 PASS_RANK_CORRELATION = 0.3  # a sanity check passes when the fully randomised CAM falls below this
 MOST_IMAGES = 0.5  # a class shows its expected pattern when at least this share of its images agree
 

@@ -6,9 +6,11 @@ import logging
 from dataclasses import dataclass
 
 import numpy as np
+from PIL import Image
 from tqdm import tqdm
 
-from cxrcam.data.images import load_image
+from cxrcam.data.images import read_grayscale, resize_grayscale
+from cxrcam.data.markers import detect_markers
 from cxrcam.data.layout import MASK_FOLDERS
 from cxrcam.errors import CxrcamError
 from cxrcam.evaluation.anatomy import mask_problem, read_mask, sibling_mask_path
@@ -25,6 +27,7 @@ class Sample:
     lungs: np.ndarray | None  # bool masks of the same shape, None where the dataset has none
     lesion: np.ndarray | None  # all False for an image without a finding (Normal)
     marker: np.ndarray | None  # a burned-in marker (synthetic confounder)
+    detected_marker: np.ndarray | None = None  # burned-in markers cxrcam.data.markers finds on the full-size image
 
 
 MASK_KINDS = {LUNG_MASKS: "lung", LESION_MASKS: "lesion", MARKER_MASKS: "marker"}
@@ -41,14 +44,22 @@ def _optional_mask(path: str, folder: str, size: int) -> np.ndarray | None:
     return mask
 
 
+def detected_mask(original: np.ndarray, size: int) -> np.ndarray:
+    """The markers found at the image's own resolution, stretched to the model's input as masks are."""
+    found = Image.fromarray(detect_markers(original).astype(np.uint8) * 255)
+    return np.asarray(found.resize((size, size), Image.Resampling.NEAREST)) > 0
+
+
 def load_samples(images: list[tuple[str, str]], size: int) -> tuple[list[Sample], list[str]]:
     """The readable samples, and the files (image or mask) that could not be read: each is logged
     and its image left out, so one bad file never stops the evaluation."""
     samples, failures = [], []
     for path, label in tqdm(images, desc="loading images and masks", unit="img"):
         try:
-            samples.append(Sample(path, label, load_image(path, size), _optional_mask(path, LUNG_MASKS, size),
-                                  _optional_mask(path, LESION_MASKS, size), _optional_mask(path, MARKER_MASKS, size)))
+            original = read_grayscale(path)
+            samples.append(Sample(path, label, resize_grayscale(original, size), _optional_mask(path, LUNG_MASKS, size),
+                                  _optional_mask(path, LESION_MASKS, size), _optional_mask(path, MARKER_MASKS, size),
+                                  detected_mask(original, size)))
         except CxrcamError as exc:
             log.error("%s", exc)
             failures.append(path)

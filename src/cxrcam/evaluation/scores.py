@@ -5,10 +5,13 @@ from __future__ import annotations
 import numpy as np
 
 from cxrcam.evaluation.anatomy import ZONES, zone_map
-from cxrcam.evaluation.attribution import attribution_scores, pattern_agreement, zone_profile
+from cxrcam.evaluation.attribution import attribution_scores, marker_scores, pattern_agreement, zone_profile
 from cxrcam.evaluation.localisation import localisation_scores
 from cxrcam.evaluation.samples import Sample
 from cxrcam.evaluation.stats import bootstrap_ci
+
+MARKER_KEY, DETECTED_MARKER_KEY = "marker", "detected_marker"  # the dataset's marker masks; the detector's
+
 
 def image_scores(cam: np.ndarray, sample: Sample, settings: dict) -> dict:
     """Every score one image's CAM gets from the masks it has. ``settings``: tolerance_px,
@@ -25,6 +28,9 @@ def image_scores(cam: np.ndarray, sample: Sample, settings: dict) -> dict:
             scores[f"pattern:{criterion}"], scores[f"pattern_value:{criterion}"] = float(agrees), value
     if sample.lesion is not None and sample.lesion.any():
         scores.update(localisation_scores(cam, sample.lesion, zones, settings["tolerance_px"]))
+    for key, marker in ((MARKER_KEY, sample.marker), (DETECTED_MARKER_KEY, sample.detected_marker)):
+        if marker is not None and marker.any():
+            scores.update(marker_scores(cam, marker, key))
     return scores
 
 
