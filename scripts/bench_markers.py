@@ -10,8 +10,8 @@ cxrcam reads any file.
 
 A marker is hit when the detection covers >= 50 % of its pixels. A false positive is a detected
 pixel outside every marker's box grown by 1 % of the image side; its area is given as a share of
-the image, and inside the lungs as a share of the lung area. Seeds 0-99 were used for tuning; the
-default --seed 1 draws other phantoms.
+the image, and inside the lungs as a share of the lung area. Seed 0 was used for tuning and seed 1
+for one check; the default, seed 2, draws phantoms the detector was never run on while tuning.
 
     python scripts/bench_markers.py                     # 200 held-out phantoms
     python scripts/bench_markers.py --n 50 --json markers.json
@@ -96,7 +96,7 @@ def score(case: dict, detected: np.ndarray) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=200, help="phantoms")
-    parser.add_argument("--seed", type=int, default=1, help="0 is the tuning set")
+    parser.add_argument("--seed", type=int, default=2, help="0 is the tuning set")
     parser.add_argument("--json", type=Path, help="also write the numbers here")
     parser.add_argument("--show", type=Path, help="write the misses and false positives here as PNGs")
     args = parser.parse_args()

@@ -4,6 +4,7 @@ against detected markers."""
 from __future__ import annotations
 
 import csv
+import json
 import os
 import subprocess
 import sys
@@ -222,3 +223,24 @@ def test_samples_carry_the_markers_detected_at_full_size_then_resized(tmp_path):
                                                                                          Image.Resampling.NEAREST)) > 0
     assert failures == [] and sample.detected_marker.any() and np.array_equal(sample.detected_marker, expected)
     assert sample.marker is None
+
+
+@pytest.mark.slow
+def test_evaluate_scores_dataset_and_detected_markers_and_says_which(tmp_path):
+    from cxrcam.evaluate import evaluate
+
+    from conftest import train_tiny
+
+    data = ensure_synthetic(tmp_path / "data", 6, 128, 0, burned_text=1.0)
+    checkpoint = train_tiny(data, tmp_path / "run")
+    evaluate(compose_config("evaluate", f"ckpt={checkpoint}", "device=cpu", "faithfulness.n_images=2",
+                            "faithfulness.percentiles=[50]", "sanity.n_images=2", "bootstrap.n_resamples=20"),
+             tmp_path / "eval")
+    scores = json.loads((tmp_path / "eval" / "cam_metrics.json").read_text())["models"][0]["scores"]
+    n_images = scores["lung_share"]["overall"]["n"]
+    assert scores["marker_share"]["overall"]["n"] == scores["marker_peak"]["overall"]["n"] == n_images
+    assert 0 < scores["detected_marker_share"]["overall"]["n"] <= n_images
+    for key in ("marker_share", "marker_peak", "detected_marker_share", "detected_marker_peak"):
+        assert scores[key]["chance"] is not None
+    assert ("Scored against the dataset's marker masks and markers detected on the images"
+            in (tmp_path / "eval" / "report.md").read_text())

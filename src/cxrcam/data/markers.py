@@ -7,22 +7,27 @@ Cues, in the order they are applied, every length a share of the image's longer 
 1. Contrast against the local background. Text is thinner than ``BACKGROUND_SIDE`` of the image,
    so a morphological opening (closing) of that size removes white (black) strokes and keeps the
    anatomy under them; what the top-hat leaves above ``STRONG_CONTRAST`` seeds a stroke, which
-   grows over the pixels above ``WEAK_CONTRAST``. Step edges (the skin line, the mediastinum)
-   leave no residue.
+   grows over the pixels above ``WEAK_CONTRAST`` and above half the highest residual nearby (its
+   half-maximum outline, which keeps a label apart from a bright neighbour). Step edges (the skin
+   line, the mediastinum) leave no residue. Both polarities are searched, so an inverted
+   (MONOCHROME1) image gives the same mask.
 2. Stroke shape: a component must be letter-sized (``MIN_HEIGHT``..``MAX_LENGTH``), drawn with a
-   thin stroke (at most ``MAX_STROKE`` and a third of its length: electrodes, pacemaker cans and
-   other solid objects are thicker) and, when longer than ``LONG``, dense in ink along its length
-   as a word is, not a single thin curve as a wire or catheter is.
+   thin stroke (at most ``MAX_STROKE`` and half its length: electrodes, pacemaker cans and other
+   solid objects are thicker) and, when longer than ``LONG``, dense in ink along its length as a
+   word is, not a single thin curve as a wire or catheter is.
 3. Sharp edges: a written pixel jumps to its level within one pixel, so along the stroke's border
    the 3x3 intensity range is about the stroke's contrast; devices in the beam are blurred by
    scatter and geometric unsharpness (``MIN_SHARPNESS``).
 4. Constant level: a scanner writes every pixel of a label at one value, where anatomy and devices
-   (added density) vary with what lies beneath (``MAX_SPREAD``).
+   (added density) vary with what lies beneath (``MAX_SPREAD``; up to ``CRISP_SPREAD`` for very
+   sharp strokes, as anti-aliased or resized text has a less even core).
 
-Wires, electrodes and implants are therefore not markers: they are refused by 2-4. The mask
-returned covers the accepted strokes with the gaps inside a word and the inside of a ring closed,
-so that it also covers a box drawn around the label. Tested on phantoms with 8- and 16-bit,
-inverted and JPEG-compressed input (scripts/bench_markers.py); the numbers are in the README.
+Wires, electrodes and implants are therefore not markers: 2-4 refuse them. Metal that is small,
+saturated and sharp-edged (a sternal wire loop at low resolution) can pass as a letter 'O'. The
+mask returned covers the accepted strokes with the gaps inside a word and the inside of a ring
+closed, so that it also covers a box drawn around the label. Measured on held-out phantoms of
+256-2048 px stored as 8-bit, 16-bit, inverted, JPEG and halved images (scripts/bench_markers.py);
+the numbers are in the README.
 """
 
 from __future__ import annotations
@@ -34,18 +39,18 @@ from scipy import ndimage
 BACKGROUND_SIDE = 0.05  # opening/closing window: wider than any stroke, narrower than anatomy
 STRONG_CONTRAST = 60  # grey levels (of 255) above the background that seed a stroke
 WEAK_CONTRAST = 30  # grey levels a stroke grows over
-NEIGHBOURHOOD = 0.01
-MIN_HEIGHT = 0.003  # a component's longer side, of the image side (at least MIN_PIXELS)
+NEIGHBOURHOOD = 0.01  # window (of the side) whose highest residual a stroke pixel must reach half of
+MIN_HEIGHT = 0.003  # a component's longer side, of the image side (and at least MIN_PIXELS)
 MIN_PIXELS = 4
-MAX_LENGTH = 0.3
-MAX_STROKE = 0.015  # stroke width
-LONG = 0.1  # components longer than this must be word-like: ink along them at least WORD_INK
-WORD_INK = 1.6
-MIN_SHARPNESS = 0.75
-MAX_SPREAD = 0.15  # standard deviation of the stroke's level over its contrast, where the contrast is
-CORE = 0.6  # at least this share of the stroke's highest
-CRISP = 1.05
-CRISP_SPREAD = 0.25
+MAX_LENGTH = 0.3  # a component's longer side, of the image side
+MAX_STROKE = 0.015  # stroke width (twice the largest distance to the border), of the image side
+LONG = 0.1  # of the side: a longer component must be word-like ...
+WORD_INK = 1.6  # ... its stroke length (area / stroke width) this many times its box's longer side
+MIN_SHARPNESS = 0.75  # mean 3x3 intensity range along the border over the mean contrast
+MAX_SPREAD = 0.15  # standard deviation of the core's level over the mean contrast ...
+CORE = 0.6  # ... the core: pixels with at least this share of the component's highest contrast
+CRISP = 1.05  # a component at least this sharp ...
+CRISP_SPREAD = 0.25  # ... may spread this much
 CLOSE_GAPS = 0.012  # of the side: letters of a word and a ring's inside are joined into one region
 
 
@@ -103,7 +108,7 @@ def _features(pixels: np.ndarray, residual: np.ndarray, labels: np.ndarray, n: i
 
 
 def _accepted(f: dict[str, np.ndarray], side: int) -> np.ndarray:
-    ink = f["area"] / np.maximum(f["stroke"] / 2, 1) / 2 / np.maximum(f["length"], 1)  # stroke length / length
+    ink = f["area"] / np.maximum(f["stroke"], 2) / np.maximum(f["length"], 1)
     return ((f["length"] >= max(MIN_PIXELS, MIN_HEIGHT * side)) & (f["length"] <= MAX_LENGTH * side)
             & (f["stroke"] <= max(3, MAX_STROKE * side)) & (f["stroke"] <= f["length"] / 2)
             & ((f["length"] <= LONG * side) | (ink >= WORD_INK))
