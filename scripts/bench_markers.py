@@ -4,9 +4,10 @@ Each phantom gets 0-3 burned-in annotations (synthetic.burn_in_text: circled lat
 positioning words, IDs, dates, scanner labels) and half of them ECG electrodes, wires and implants
 (synthetic.draw_devices), at 256-2048 px (anatomy drawn at up to 768 px and enlarged, text and
 devices drawn at full size), cropped to a random width, and stored as an 8-bit PNG, a JPEG
-(quality 60-95), a 12-bit value range in a 16-bit PNG, an inverted PNG (bright air) or an 8-bit
-PNG halved in size (text anti-aliased by the resampling), then read back with read_grayscale, as
-cxrcam reads any file.
+(quality 60-95), a 12-bit value range in a 16-bit PNG, an inverted PNG (bright air), an 8-bit
+PNG halved in size (text anti-aliased by the resampling) or, from 512 px, one blurred by a
+Gaussian of 1 px (a resampled copy; a lead marker's unsharpness), then read back with read_grayscale, as cxrcam reads
+any file.
 
 A marker is hit when the detection covers >= 50 % of its pixels. A false positive is a detected
 pixel outside every marker's box grown by 1 % of the image side; its area is given as a share of
@@ -35,7 +36,8 @@ from cxrcam.data.markers import detect_markers
 from cxrcam.data.synthetic import CLASSES, burn_in_text, draw_devices, render_phantom
 
 SIZES = (256, 512, 1024, 2048)
-FORMATS = ("png8", "jpeg", "png16", "inverted", "halved")
+FORMATS = ("png8", "jpeg", "png16", "inverted", "halved", "blurred")
+BLURRED_FROM = 512  # px: at 256 px a 1 px blur smears letters 7 px high beyond reading (none is found)
 HIT_SHARE = 0.5
 BOX_MARGIN = 0.01
 
@@ -54,11 +56,15 @@ def make_case(rng: np.random.Generator, index: int) -> dict:
         item = burn_in_text(image, rng, n_items=1)
         markers = [m & ~item for m in markers] + [item]  # a later label drawn over an earlier one hides it
     kind = str(rng.choice(FORMATS))
+    if kind == "blurred" and size < BLURRED_FROM:
+        kind = "png8"
     if kind == "halved":  # a dataset's smaller copy: text anti-aliased by the resampling
         half = (round(image.shape[1] / 2), round(image.shape[0] / 2))
         image, lungs, devices, *markers = (cv2.resize(a.astype(np.float32), half, interpolation=cv2.INTER_AREA)
                                            for a in (image, lungs, devices, *markers))
         lungs, devices, markers = lungs >= 0.5, devices >= 0.5, [m >= 0.5 for m in markers]
+    if kind == "blurred":  # a resampled copy, or a lead marker's unsharpness: edges spread over ~3 px
+        image = cv2.GaussianBlur(image, (0, 0), 1.0)
     return {"pixels": (image * 255).round().astype(np.uint8), "markers": [m for m in markers if m.any()],
             "lungs": lungs, "devices": devices, "format": kind, "quality": int(rng.integers(60, 96))}
 
@@ -126,6 +132,12 @@ def main() -> None:
         "images_with_fp_on_devices_percent": 100 * float(np.mean([r["fp_devices"] for r in with_devices])),
         "hit_rate_per_format": {f: float(np.mean([h for r in rows if r["format"] == f for h in r["hits"]]))
                                 for f in FORMATS},
+        "hit_rate_per_side": {s: float(np.mean([h for r in rows if max(r["size"]) == s for h in r["hits"]]))
+                              for s in sorted({max(r["size"]) for r in rows if r["hits"]})},
+        "blurred_hit_rate_per_side": {s: float(np.mean([h for r in rows if max(r["size"]) == s
+                                                         and r["format"] == "blurred" for h in r["hits"]]))
+                                      for s in sorted({max(r["size"]) for r in rows
+                                                       if r["hits"] and r["format"] == "blurred"})},
         "seconds_per_image": float(np.mean(seconds)),
         "seconds_per_image_by_side": {s: float(np.mean([t for t, r in zip(seconds, rows, strict=True)
                                                         if r["size"][0] == s])) for s in SIZES

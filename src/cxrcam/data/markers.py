@@ -15,19 +15,23 @@ Cues, in the order they are applied, every length a share of the image's longer 
    thin stroke (at most ``MAX_STROKE`` and half its length: electrodes, pacemaker cans and other
    solid objects are thicker) and, when longer than ``LONG``, dense in ink along its length as a
    word is, not a single thin curve as a wire or catheter is.
-3. Sharp edges: a written pixel jumps to its level within one pixel, so along the stroke's border
-   the 3x3 intensity range is about the stroke's contrast; devices in the beam are blurred by
-   scatter and geometric unsharpness (``MIN_SHARPNESS``).
+3. Sharp edges: a written pixel jumps to its level within a pixel or so, so along the stroke's
+   border the intensity range over ``EDGE_WINDOW`` is about the stroke's contrast; devices in the
+   beam are blurred by scatter and geometric unsharpness (``MIN_SHARPNESS``).
 4. Constant level: a scanner writes every pixel of a label at one value, where anatomy and devices
    (added density) vary with what lies beneath (``MAX_SPREAD``; up to ``CRISP_SPREAD`` for very
    sharp strokes, as anti-aliased or resized text has a less even core).
+
+Images of ``HALF_FROM`` px and more are searched at half their size too, where a label blurred by
+resampling or a lead marker's unsharpness is sharp again; the strokes of both are joined.
 
 Wires, electrodes and implants are therefore not markers: 2-4 refuse them. Metal that is small,
 saturated and sharp-edged (a sternal wire loop at low resolution) can pass as a letter 'O'. The
 mask returned covers the accepted strokes with the gaps inside a word and the inside of a ring
 closed, so that it also covers a box drawn around the label. Measured on held-out phantoms of
-256-2048 px stored as 8-bit, 16-bit, inverted, JPEG and halved images (scripts/bench_markers.py);
-the numbers are in the README.
+256-2048 px stored as 8-bit, 16-bit, inverted, JPEG, halved and blurred images
+(scripts/bench_markers.py); the numbers are in the README. A 1 px blur on a 256 px image smears
+its letters beyond this detector's reach.
 """
 
 from __future__ import annotations
@@ -46,11 +50,13 @@ MAX_LENGTH = 0.3  # a component's longer side, of the image side
 MAX_STROKE = 0.015  # stroke width (twice the largest distance to the border), of the image side
 LONG = 0.1  # of the side: a longer component must be word-like ...
 WORD_INK = 1.6  # ... its stroke length (area / stroke width) this many times its box's longer side
-MIN_SHARPNESS = 0.75  # mean 3x3 intensity range along the border over the mean contrast
+MIN_SHARPNESS = 0.75  # mean intensity range (in EDGE_WINDOW) along the border over the mean contrast
+EDGE_WINDOW = 0.002  # of the side, at least 3 px: an edge blurred by a pixel at 2000 px is still sharp
 MAX_SPREAD = 0.15  # standard deviation of the core's level over the mean contrast ...
 CORE = 0.6  # ... the core: pixels with at least this share of the component's highest contrast
 CRISP = 1.05  # a component at least this sharp ...
 CRISP_SPREAD = 0.25  # ... may spread this much
+HALF_FROM = 512  # px: images this large are searched at half their size too
 CLOSE_GAPS = 0.012  # of the side: letters of a word and a ring's inside are joined into one region
 
 
@@ -96,7 +102,8 @@ def _features(pixels: np.ndarray, residual: np.ndarray, labels: np.ndarray, n: i
     border = (inside & ~cv2.erode(inside.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool))[inside]
     perimeter = total(border.astype(np.float64))
     contrast = total(contrast_px) / area
-    gradient = cv2.morphologyEx(pixels, cv2.MORPH_GRADIENT, np.ones((3, 3), np.uint8))[inside].astype(np.float64)
+    edge_window = np.ones((_odd(EDGE_WINDOW * max(pixels.shape)),) * 2, np.uint8)
+    gradient = cv2.morphologyEx(pixels, cv2.MORPH_GRADIENT, edge_window)[inside].astype(np.float64)
     edge = total(gradient * border) / np.maximum(perimeter, 1)
     peak = _per_label_max(label, contrast_px, n)[label]
     core = (contrast_px >= CORE * peak).astype(np.float64)  # the stroke's middle, not its anti-aliased rim
@@ -116,11 +123,8 @@ def _accepted(f: dict[str, np.ndarray], side: int) -> np.ndarray:
             & ((f["spread"] <= MAX_SPREAD) | ((f["sharpness"] >= CRISP) & (f["spread"] <= CRISP_SPREAD))))
 
 
-def detect_markers(pixels: np.ndarray) -> np.ndarray:
-    """bool mask (H, W) of the burned-in markers on a uint8 grayscale image (H, W), at its own
-    resolution."""
-    if pixels.ndim != 2 or pixels.dtype != np.uint8:
-        raise ValueError(f"detect_markers takes a uint8 (H, W) image, not {pixels.dtype} {pixels.shape}")
+def _strokes(pixels: np.ndarray) -> np.ndarray:
+    """The accepted strokes of both polarities, at this image's resolution."""
     side = max(pixels.shape)
     window = cv2.getStructuringElement(cv2.MORPH_RECT, (_odd(BACKGROUND_SIDE * side),) * 2)
     found = np.zeros(pixels.shape, bool)
@@ -130,6 +134,20 @@ def detect_markers(pixels: np.ndarray) -> np.ndarray:
         if n:
             keep = np.concatenate([[False], _accepted(_features(pixels, residual, labels, n), side)])
             found |= keep[labels]
+    return found
+
+
+def detect_markers(pixels: np.ndarray) -> np.ndarray:
+    """bool mask (H, W) of the burned-in markers on a uint8 grayscale image (H, W), at its own
+    resolution."""
+    if pixels.ndim != 2 or pixels.dtype != np.uint8:
+        raise ValueError(f"detect_markers takes a uint8 (H, W) image, not {pixels.dtype} {pixels.shape}")
+    side = max(pixels.shape)
+    found = _strokes(pixels)
+    if side >= HALF_FROM:  # a blurred label (a resampled image, a lead marker) is sharp at half the size
+        height, width = pixels.shape
+        half = _strokes(cv2.resize(pixels, (width // 2, height // 2), interpolation=cv2.INTER_AREA))
+        found |= cv2.resize(half.astype(np.uint8), (width, height), interpolation=cv2.INTER_NEAREST) > 0
     if not found.any():
         return found
     close = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (_odd(CLOSE_GAPS * side),) * 2)
