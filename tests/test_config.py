@@ -206,6 +206,8 @@ TRAIN_REFUSED = [
     ("data.synthetic.marker", {"COVID": "abc"}, f"data.synthetic.marker={{'COVID': 'abc'}} {MARKER_HINT}"),
     ("data.synthetic.marker", {"COVID": True}, f"data.synthetic.marker={{'COVID': True}} {MARKER_HINT}"),
     ("data.synthetic.marker", ["COVID"], f"data.synthetic.marker=['COVID'] {MARKER_HINT}"),
+    ("data.synthetic.burned_text", 1.5, "data.synthetic.burned_text=1.5 must be a number in [0, 1]"),
+    ("data.synthetic.burned_text", "some", "data.synthetic.burned_text='some' must be a number in [0, 1]"),
 ]
 
 

@@ -112,6 +112,7 @@ def test_image_scores_of_an_image_with_lungs_lesion_and_marker():
         "pointing_tolerant": 1.0, "pointing_tolerant_chance": 26 / 3600,
         "energy": 1 / 1.5, "otsu_iou": 1 / 13,
         "zone_hit": 1.0, "zone_hit_chance": 90 / 3600,
+        "marker_peak": 0.0, "marker_peak_chance": 8 / 3600,  # the peak is in the lung, not on the marker
     }
     assert_same(scores, expected)
 

@@ -145,6 +145,8 @@ def validate_data_source(data: dict) -> None:
         require(isinstance(marker, dict) and all(_is_number(p) and 0 <= p <= 1 for p in marker.values()),
                 f"data.synthetic.marker={marker!r} must map class names to probabilities in [0, 1], "
                 "e.g. {COVID: 0.95, Normal: 0.05}")
+        if synthetic.get("burned_text") is not None:
+            require_number("data.synthetic.burned_text", synthetic["burned_text"], 0, 1)
 
 
 def validate_table_config(data: dict) -> None:

@@ -21,9 +21,10 @@ CLAIM = ".cxrcam-run.json"
 # what train, explain, evaluate, segment and a sweep write at the top of their dir
 OUTPUTS = ("checkpoints", "split.csv", "metrics.csv", "metrics.json", "test_metrics.json", "test_predictions.csv",
            "predictions.csv", "cams.npz", "overlays", "panels", "comparison.png", "comparison.csv", "comparison.md",
-           "cam_metrics.json", "cam_metrics.csv", "report.html", "report.md", "figures", "multirun.yaml")
+           "cam_metrics.json", "cam_metrics.csv", "report.html", "report.md", "figures", "multirun.yaml",
+           "masks", "markers.csv")
 ARTIFACTS = (CLAIM, *OUTPUTS)
-HYDRA_LOGS = ("train.log", "explain.log", "evaluate.log", "segment.log")
+HYDRA_LOGS = ("train.log", "explain.log", "evaluate.log", "segment.log", "markers.log")
 HYDRA_ARTIFACTS = (".hydra", *HYDRA_LOGS)
 _PROCESS_TOKEN = uuid.uuid4().hex
 _handed_over: set[Path] = set()  # claimed by the entry point before Hydra wrote there, not yet used by a stage

@@ -8,7 +8,10 @@ findings modelled on the seed's "Lung Disease Features" slides. Besides the imag
 its lung mask (``masks/``), a lesion mask (``lesion_masks/``, empty for Normal) and a metadata row:
 the ground truth that later scores where Grad-CAM looks.
 
-Optionally a confounder is planted: a burned-in corner marker (a letter in a box, as hospitals'
+Optionally burned-in annotations as scanners write them (circled laterality letters, positioning
+words, IDs, dates) go on any phantom with a chosen probability, their exact masks in
+``marker_masks/``: the ground truth for the marker detector (cxrcam.data.markers). Optionally a
+confounder is planted: a burned-in corner marker (a letter in a box, as hospitals'
 side markers and text labels are) drawn with a chosen probability per class, with its mask in
 ``marker_masks/``. A model trained on such data can reach high accuracy by reading the marker, as
 DeGrave et al. (2021) found real COVID-19 classifiers doing; the shortcut audit must catch it.
@@ -30,8 +33,9 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+import matplotlib
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageDraw, ImageFont
 from scipy.ndimage import find_objects, gaussian_filter, zoom
 from scipy.ndimage import label as connected_parts
 from tqdm import tqdm
@@ -50,6 +54,12 @@ METADATA_FIELDS = (
 MARKER_FOLDER = "marker_masks"
 LESION_BOXES = "lesion_boxes.csv"  # the lesion masks as boxes, for evaluate's boxes.file= (see write_lesion_boxes)
 LESION_BOX_FIELDS = ("path", "label", "x_min", "y_min", "x_max", "y_max")
+# burned-in annotations as real CXRs carry them: laterality letters in a circle, positioning words,
+# technologist and scanner labels (English and Spanish departments)
+LATERALITY_LETTERS = ("L", "R", "D", "I")
+POSITION_WORDS = ("AP", "PA", "PORTABLE", "PORTATIL", "SUPINE", "SENTADO", "SEMI-SENTADO", "DECUB")
+TEXT_CONTRAST = 0.3  # the least difference between burned-in text and any pixel it covers
+TEXT_TRIES = 5
 
 
 @dataclass
@@ -275,20 +285,158 @@ def burn_in_marker(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return mask
 
 
+def marker_fonts() -> list[Path]:
+    """The text fonts matplotlib ships (DejaVu and STIX General, sorted): the same glyphs on every
+    machine, unlike system fonts."""
+    folder = Path(matplotlib.get_data_path()) / "fonts" / "ttf"
+    return sorted(p for p in folder.glob("*.ttf")
+                  if (p.name.startswith("DejaVu") and "Display" not in p.name) or p.name.startswith("STIXGeneral"))
+
+
+def _label_text(rng: np.random.Generator) -> tuple[str, bool]:
+    """A burned-in annotation and whether it is a laterality letter drawn in a circle."""
+    kind = rng.choice(["letter", "word", "id", "date", "scanner"], p=[0.3, 0.35, 0.12, 0.12, 0.11])
+    if kind == "letter":
+        return str(rng.choice(LATERALITY_LETTERS)), True
+    if kind == "word":
+        return str(rng.choice(POSITION_WORDS)), False
+    if kind == "id":
+        return f"{rng.choice(['ID', 'TEC', 'OP'])} {rng.integers(100, 9999)}", False
+    if kind == "date":
+        return f"{rng.integers(1, 29):02d}/{rng.integers(1, 13):02d}/{rng.integers(2015, 2024)}", False
+    scanner = f"{rng.choice(['DR', 'CR', 'DX'])}-{rng.integers(1, 9)}"
+    return f"{scanner} {rng.integers(0, 24):02d}:{rng.integers(0, 60):02d}", False
+
+
+def _text_item(shape: tuple[int, int], rng: np.random.Generator, fonts: list[Path]) -> np.ndarray:
+    """One annotation's strokes (and circle ring) as a bool mask, rasterised without anti-aliasing
+    so that the mask is exactly the pixels drawn; mostly near a border, sometimes over anatomy."""
+    height, width = shape
+    side = max(shape)
+    text, circled = _label_text(rng)
+    cap = max(7.0, rng.uniform(0.018, 0.045) * side)  # letter height in px; real ones are 1-4 % of the side
+    font = ImageFont.truetype(str(fonts[rng.integers(len(fonts))]), round(cap / 0.72))
+    canvas = Image.new("L", (width, height), 0)
+    draw = ImageDraw.Draw(canvas)
+    draw.fontmode = "1"  # aliased: every pixel is text or not
+    left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
+    pad = round(0.35 * (bottom - top)) if circled else 0
+    ring = max(1, round(rng.uniform(0.07, 0.12) * (bottom - top))) if circled else 0
+    box_w, box_h = right - left + 2 * (pad + ring), bottom - top + 2 * (pad + ring)
+    span_x, span_y = max(1, width - box_w), max(1, height - box_h)
+    if rng.random() < 0.8:  # near one border: within 15 % of the side from it
+        band = 0.15 * side
+        x, y = rng.uniform(0, span_x), rng.uniform(0, span_y)
+        edge = rng.integers(4)
+        if edge == 0:
+            y = rng.uniform(0, min(band, span_y))
+        elif edge == 1:
+            y = rng.uniform(max(0, span_y - band), span_y)
+        elif edge == 2:
+            x = rng.uniform(0, min(band, span_x))
+        else:
+            x = rng.uniform(max(0, span_x - band), span_x)
+    else:
+        x, y = rng.uniform(0, span_x), rng.uniform(0, span_y)
+    x, y = round(x), round(y)
+    draw.text((x + pad + ring - left, y + pad + ring - top), text, font=font, fill=255)
+    if circled:
+        draw.ellipse((x, y, x + box_w - 1, y + box_h - 1), outline=255, width=ring)
+    return np.asarray(canvas) > 0
+
+
+def _text_level(under: np.ndarray, rng: np.random.Generator) -> float | None:
+    """A level at least TEXT_CONTRAST from every pixel ``under`` the text: white or black (mostly
+    white), saturated or not; None where neither polarity has room."""
+    saturated, step = rng.random() < 0.6, rng.uniform(TEXT_CONTRAST, 0.5)
+    low, high = float(under.min()), float(under.max())
+    levels = {True: 1.0 if saturated else high + step, False: 0.0 if saturated else low - step}
+    room = {True: levels[True] <= 1 and levels[True] - high >= TEXT_CONTRAST,
+            False: levels[False] >= 0 and low - levels[False] >= TEXT_CONTRAST}
+    bright = rng.random() < 0.75
+    for polarity in (bright, not bright):
+        if room[polarity]:
+            return levels[polarity]
+    return None
+
+
+def burn_in_text(image: np.ndarray, rng: np.random.Generator, n_items: int | None = None) -> np.ndarray:
+    """Burn 1-3 annotations into ``image`` (float in [0, 1]) in place, as a scanner or PACS writes
+    them: pixels replaced by one constant level, at least 0.3 from each pixel it covers; returns
+    their mask, exactly the pixels that changed. An annotation that finds no free place with room
+    for a level in a few tries is left out."""
+    fonts = marker_fonts()
+    mask = np.zeros(image.shape, bool)
+    for _ in range(int(rng.integers(1, 4)) if n_items is None else n_items):
+        for _ in range(TEXT_TRIES):
+            item = _text_item(image.shape, rng, fonts)
+            level = _text_level(image[item], rng) if item.any() and not (item & mask).any() else None
+            if level is not None:
+                image[item] = level
+                mask |= item
+                break
+    return mask
+
+
+def draw_devices(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Add what lies in the beam but is no annotation, in place: ECG electrodes, their wires and
+    sometimes an implant (a port or pacemaker can and sternal wire loops), as added density with
+    blurred edges; returns their mask (density above 0.05). The marker detector must leave them."""
+    size = image.shape[0]
+    rr, cc = np.mgrid[:size, :size].astype(np.float32) / size
+    density = np.zeros(image.shape, np.float32)
+    electrodes = [(rng.uniform(0.2, 0.8), rng.uniform(0.15, 0.85)) for _ in range(rng.integers(2, 5))]
+    for ex, ey in electrodes:
+        radius = rng.uniform(0.012, 0.02)
+        distance = np.hypot(cc - ex, rr - ey)
+        density += rng.uniform(0.2, 0.35) * (distance < radius) + 0.3 * (distance < radius / 3)
+        # its wire: a smooth random curve from the electrode out of the image
+        angle, x, y = rng.uniform(0, 2 * np.pi), ex, ey
+        canvas = np.zeros_like(density)
+        for _ in range(3 * size):
+            angle += rng.normal(0, 0.02)
+            x, y = x + np.cos(angle) / size, y + np.sin(angle) / size
+            if not (0 <= x < 1 and 0 <= y < 1):
+                break
+            canvas[int(y * size), int(x * size)] = 1.0
+        width = rng.uniform(0.002, 0.004) * size
+        density += rng.uniform(0.15, 0.3) * np.clip(gaussian_filter(canvas, width) * width * 2.5, 0, 1)
+    if rng.random() < 0.5:
+        px, py = rng.uniform(0.25, 0.75), rng.uniform(0.12, 0.3)
+        density += 0.8 * ((np.abs(cc - px) < 0.035) & (np.abs(rr - py) < 0.025))
+    if rng.random() < 0.5:
+        for k in range(rng.integers(3, 6)):
+            loop = np.hypot((cc - 0.5) / 0.012, (rr - 0.3 - 0.06 * k) / 0.008)
+            density += 0.7 * (np.abs(loop - 1) < 0.35)
+    density = gaussian_filter(density, 0.0025 * size)
+    image += density
+    np.clip(image, 0, 1, out=image)
+    return density > 0.05
+
+
 def _save_mask(mask: np.ndarray, path: Path) -> None:
     Image.fromarray(mask.astype(np.uint8) * 255).save(path)
 
 
-def _write_sample(task: tuple[Path, int, str, int, int, int, float | None]) -> dict:
-    root, class_index, label, i, resolution, seed, marker_probability = task
+def _write_sample(task: tuple[Path, int, str, int, int, int, float | None, float]) -> dict:
+    root, class_index, label, i, resolution, seed, marker_probability, text_probability = task
     phantom = render_phantom(label, np.random.default_rng([seed, class_index, i]), resolution)
     name = f"{label}-{i}.png"
+    marker = np.zeros_like(phantom.lungs)
     if marker_probability is not None:  # its own RNG: the phantom is the same with or without a marker
         marker_rng = np.random.default_rng([seed, class_index, i, 1])
         marked = bool(marker_rng.random() < marker_probability)
-        marker = burn_in_marker(phantom.image, marker_rng) if marked else np.zeros_like(phantom.lungs)
-        _save_mask(marker, root / label / MARKER_FOLDER / name)
+        if marked:
+            marker = burn_in_marker(phantom.image, marker_rng)
         phantom.info["marker"] = int(marked)
+    if text_probability:  # the same for every class: text that tells nothing about the label
+        text_rng = np.random.default_rng([seed, class_index, i, 2])
+        written = bool(text_rng.random() < text_probability)
+        if written:
+            marker |= burn_in_text(phantom.image, text_rng)
+        phantom.info["burned_text"] = int(written)
+    if marker_probability is not None or text_probability:
+        _save_mask(marker, root / label / MARKER_FOLDER / name)
     Image.fromarray((phantom.image * 255).round().astype(np.uint8)).save(root / label / "images" / name)
     _save_mask(phantom.lungs, root / label / "masks" / name)
     _save_mask(phantom.lesion, root / label / "lesion_masks" / name)
@@ -332,14 +480,17 @@ def _with_lesion_boxes(root: Path) -> Path:
 
 
 def generate_dataset(root: Path, n_per_class: int, resolution: int, seed: int,
-                     classes: tuple[str, ...] = CLASSES, marker: dict[str, float] | None = None) -> None:
+                     classes: tuple[str, ...] = CLASSES, marker: dict[str, float] | None = None,
+                     burned_text: float = 0.0) -> None:
     """Write the phantoms into ``root``; each sample's RNG depends only on (seed, class, index).
-    ``marker``: {class: probability} of a burned-in corner marker (classes left out: 0)."""
-    folders = ("images", "masks", "lesion_masks") + ((MARKER_FOLDER,) if marker else ())
+    ``marker``: {class: probability} of a burned-in corner marker (classes left out: 0);
+    ``burned_text``: probability of burned-in annotations (:func:`burn_in_text`) on any phantom.
+    Both go into ``marker_masks/``."""
+    folders = ("images", "masks", "lesion_masks") + ((MARKER_FOLDER,) if marker or burned_text else ())
     for label in classes:
         for folder in folders:
             (root / label / folder).mkdir(parents=True)
-    tasks = [(root, ci, label, i, resolution, seed, marker.get(label, 0.0) if marker else None)
+    tasks = [(root, ci, label, i, resolution, seed, marker.get(label, 0.0) if marker else None, burned_text)
              for ci, label in enumerate(classes) for i in range(1, n_per_class + 1)]
     # spawn, not fork: the caller may hold torch's thread pools, which do not survive a fork
     with ProcessPoolExecutor(max_workers=min(4, os.cpu_count() or 1),
@@ -347,7 +498,8 @@ def generate_dataset(root: Path, n_per_class: int, resolution: int, seed: int,
         rows = list(tqdm(pool.map(_write_sample, tasks, chunksize=8), total=len(tasks),
                          desc="generating synthetic CXRs", unit="img"))
     with open(root / METADATA, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=METADATA_FIELDS + (("marker",) if marker else ()))
+        writer = csv.DictWriter(f, fieldnames=METADATA_FIELDS + (("marker",) if marker else ())
+                                + (("burned_text",) if burned_text else ()))
         writer.writeheader()
         for row in rows:
             writer.writerow({k: (f"{v:.5f}" if isinstance(v, float) else v) for k, v in row.items()})
@@ -355,7 +507,7 @@ def generate_dataset(root: Path, n_per_class: int, resolution: int, seed: int,
 
 
 def ensure_synthetic(root: str | Path, n_per_class: int, resolution: int, seed: int,
-                     marker: dict[str, float] | None = None) -> Path:
+                     marker: dict[str, float] | None = None, burned_text: float | None = None) -> Path:
     """Generate the dataset on first use and reuse it afterwards; ``resolution`` is the side in px
     the phantoms are drawn and stored at (a model resizes them to its own data.image_size).
 
@@ -367,11 +519,15 @@ def ensure_synthetic(root: str | Path, n_per_class: int, resolution: int, seed: 
     if unknown or not all(0 <= p <= 1 for p in (marker or {}).values()):
         raise CxrcamError(f"data.synthetic.marker={marker} must map classes of {list(CLASSES)} to probabilities "
                           "in [0, 1]")
+    if burned_text is not None and not 0 <= burned_text <= 1:
+        raise CxrcamError(f"data.synthetic.burned_text={burned_text} must be a probability in [0, 1]")
     # the manifest's key stays image_size: the folders generated before the rename still match
     params = dict(version=GENERATOR_VERSION, n_per_class=n_per_class, image_size=resolution,
                   seed=seed, classes=list(CLASSES))
     if marker:
         params["marker"] = {k: float(v) for k, v in sorted(marker.items())}
+    if burned_text:  # absent when off, so that folders generated before it still match
+        params["burned_text"] = float(burned_text)
     if _matches(root, params):
         return _with_lesion_boxes(root)
     root.parent.mkdir(parents=True, exist_ok=True)
@@ -385,7 +541,7 @@ def ensure_synthetic(root: str | Path, n_per_class: int, resolution: int, seed: 
             return _with_lesion_boxes(root)
         tmp = root.with_name(root.name + ".generating")
         shutil.rmtree(tmp, ignore_errors=True)  # left by an interrupted generation
-        generate_dataset(tmp, n_per_class, resolution, seed, marker=marker)
+        generate_dataset(tmp, n_per_class, resolution, seed, marker=marker, burned_text=burned_text or 0.0)
         (tmp / MANIFEST).write_text(json.dumps(params, indent=2))
         shutil.rmtree(root, ignore_errors=True)  # an empty folder
         tmp.rename(root)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from cxrcam.evaluation.anatomy import DEPTHS, HEIGHTS, SIDES, ZONES
-from cxrcam.evaluation.localisation import mass_share
+from cxrcam.evaluation.localisation import mass_share, pointing_hit
 
 AXES = {"height": HEIGHTS, "side": SIDES, "depth": DEPTHS}
 CRITERIA = ("upper", "middle", "lower", "central", "peripheral", "bilateral", "unilateral", "diffuse",
@@ -75,3 +75,11 @@ def attribution_scores(cam: np.ndarray, lungs: np.ndarray, zones: np.ndarray, ma
     if marker is not None and marker.any():
         scores.update(marker_share=mass_share(cam, marker), marker_share_flat=float(marker.mean()))
     return scores
+
+
+def marker_scores(cam: np.ndarray, marker: np.ndarray, key: str) -> dict:
+    """``key``_share: CAM mass on the markers, ``key``_peak: whether the CAM's peak sits on one,
+    each with its chance level (a flat map's share, a random point's hit rate: the markers' area)."""
+    area = float(marker.mean())
+    return {f"{key}_share": mass_share(cam, marker), f"{key}_share_flat": area,
+            f"{key}_peak": pointing_hit(cam, marker), f"{key}_peak_chance": area}

@@ -15,7 +15,9 @@ from cxrcam.evaluation.attribution import marginals
 # hit rates and shares, and the score a random point or a flat map gets for each
 CHANCE = {"pointing": "pointing_chance", "pointing_tolerant": "pointing_tolerant_chance",
           "energy": "pointing_chance", "zone_hit": "zone_hit_chance",
-          "lung_share": "lung_share_flat", "marker_share": "marker_share_flat"}
+          "lung_share": "lung_share_flat", "marker_share": "marker_share_flat",
+          "marker_peak": "marker_peak_chance", "detected_marker_share": "detected_marker_share_flat",
+          "detected_marker_peak": "detected_marker_peak_chance"}
 BOX_PREFIX = "box_"  # the localisation scores against radiologists' boxes: the lesion-mask keys with this prefix
 CHANCE |= {BOX_PREFIX + key: BOX_PREFIX + CHANCE[key]
            for key in ("pointing", "pointing_tolerant", "energy", "zone_hit")}

@@ -6,10 +6,12 @@ import logging
 from dataclasses import dataclass
 
 import numpy as np
+from PIL import Image
 from tqdm import tqdm
 
 from cxrcam.data.images import read_grayscale, resize_grayscale
 from cxrcam.data.layout import MASK_FOLDERS
+from cxrcam.data.markers import detect_markers
 from cxrcam.errors import CxrcamError
 from cxrcam.evaluation.anatomy import mask_problem, read_mask, sibling_mask_path
 from cxrcam.evaluation.results import Interval, PredictedLungs
@@ -32,6 +34,7 @@ class Sample:
     shape: tuple[int, int] | None = None  # the original image's height and width, which box coordinates refer to
     lungs_predicted: bool = False  # the lung mask comes from a segmenter (evaluate lungs=), not the dataset
     lung_dice: float | None = None  # lungs_mode=all: the dataset's own lung mask against the prediction
+    detected_marker: np.ndarray | None = None  # burned-in markers cxrcam.data.markers finds on the full-size image
 
 
 @dataclass(frozen=True)
@@ -71,6 +74,12 @@ def _lungs(path: str, full: np.ndarray, size: int,
     return mask, True, None if own is None else dice(at_own_size, read_mask(own, segmenter.image_size))
 
 
+def detected_mask(original: np.ndarray, size: int) -> np.ndarray:
+    """The markers found at the image's own resolution, stretched to the model's input as masks are."""
+    found = Image.fromarray(detect_markers(original).astype(np.uint8) * 255)
+    return np.asarray(found.resize((size, size), Image.Resampling.NEAREST)) > 0
+
+
 def load_samples(images: list[tuple[str, str]], size: int,
                  lungs: LungPrediction | None = None) -> tuple[list[Sample], list[str]]:
     """The readable samples, and the files (image or mask) that could not be read: each is logged
@@ -83,7 +92,8 @@ def load_samples(images: list[tuple[str, str]], size: int,
             lung_mask, predicted, lung_dice = _lungs(path, full, size, lungs)
             samples.append(Sample(path, label, resize_grayscale(full, size), lung_mask,
                                   _optional_mask(path, LESION_MASKS, size), _optional_mask(path, MARKER_MASKS, size),
-                                  shape=full.shape, lungs_predicted=predicted, lung_dice=lung_dice))
+                                  shape=full.shape, lungs_predicted=predicted, lung_dice=lung_dice,
+                                  detected_marker=detected_mask(full, size)))
         except CxrcamError as exc:
             log.error("%s", exc)
             failures.append(path)

@@ -5,11 +5,14 @@ from __future__ import annotations
 import numpy as np
 
 from cxrcam.evaluation.anatomy import ZONES, zone_map
-from cxrcam.evaluation.attribution import attribution_scores, pattern_agreement, zone_profile
+from cxrcam.evaluation.attribution import attribution_scores, marker_scores, pattern_agreement, zone_profile
 from cxrcam.evaluation.localisation import localisation_scores
 from cxrcam.evaluation.results import BOX_PREFIX
 from cxrcam.evaluation.samples import Sample
 from cxrcam.evaluation.stats import bootstrap_ci
+
+MARKER_KEY, DETECTED_MARKER_KEY = "marker", "detected_marker"  # the dataset's marker masks; the detector's
+
 
 def image_scores(cam: np.ndarray, sample: Sample, settings: dict) -> dict:
     """Every score one image's CAM gets from the masks it has. ``settings``: tolerance_px,
@@ -29,6 +32,9 @@ def image_scores(cam: np.ndarray, sample: Sample, settings: dict) -> dict:
     if sample.boxes is not None and sample.boxes.any():  # the same scores against the radiologists' boxes
         scores.update({BOX_PREFIX + key: value for key, value in
                        localisation_scores(cam, sample.boxes, zones, settings["tolerance_px"]).items()})
+    for key, marker in ((MARKER_KEY, sample.marker), (DETECTED_MARKER_KEY, sample.detected_marker)):
+        if marker is not None and marker.any():
+            scores.update(marker_scores(cam, marker, key))
     return scores
 
 

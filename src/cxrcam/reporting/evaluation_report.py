@@ -137,6 +137,7 @@ def write_report(results: list[CamEvaluation], audit: ShortcutAudit | None, runs
     _box_section(doc, results, classes)
     _faithfulness_section(doc, results, fig_dir)
     _sanity_section(doc, results, fig_dir)
+    _markers_section(doc, results, classes)
     if audit:
         _shortcut_section(doc, audit, fig_dir)
     _causal_section(doc, results, audit)
@@ -349,6 +350,32 @@ def _sanity_section(doc: Document, results: list[CamEvaluation], fig_dir: Path) 
               [[r.label, len(r.sanity.steps) - 1, f"{r.sanity.steps[1].rank_correlation:.2f}",
                 f"{r.sanity.steps[-1].rank_correlation:.2f}", f"{r.sanity.steps[-1].ssim:.2f}",
                 "yes" if r.sanity.passes else "no"] for r in checked])
+
+
+MARKER_MASKS = {"marker": "the dataset's marker masks", "detected_marker": "markers detected on the images"}
+
+
+def markers_used(result: CamEvaluation) -> list[str]:
+    """Which marker masks a result was scored against: marker (the dataset's), detected_marker, both."""
+    return [key for key in MARKER_MASKS if f"{key}_share" in result.scores]
+
+
+def _markers_section(doc: Document, results: list[CamEvaluation], classes: list[str]) -> None:
+    """CAM mass and peaks on burned-in markers, for every model and method, where any were found."""
+    rows = [(r, key) for r in results for key in markers_used(r)]
+    if not rows:
+        return
+    used = " and ".join(dict.fromkeys(MARKER_MASKS[key] for _, key in rows))
+    doc.heading("Shortcuts: burned-in markers")
+    doc.para(f"Scored against {used} (cxrcam.data.markers: strokes of constant level with sharp edges). "
+             "Mass: the share of CAM mass on the markers (chance: their share of the image); peak: the share "
+             "of images whose CAM peak sits on a marker (chance: the same area share). A model that reads a "
+             "marker puts more there than chance; per class, since a shortcut is a class's.")
+    doc.table(["model @ layer (grid)", "masks", "images with markers", "mass on markers", "peak on a marker",
+               *(f"mass, {c}" for c in classes)],
+              [[r.label, MARKER_MASKS[key], r.scores[f"{key}_share"].overall.n, _hit(r, f"{key}_share", None),
+                _hit(r, f"{key}_peak", None), *(ci_text(_ci(r, f"{key}_share", c)) for c in classes)]
+               for r, key in rows])
 
 
 def _shortcut_section(doc: Document, audit: ShortcutAudit, fig_dir: Path) -> None:
