@@ -60,6 +60,7 @@ LATERALITY_LETTERS = ("L", "R", "D", "I")
 POSITION_WORDS = ("AP", "PA", "PORTABLE", "PORTATIL", "SUPINE", "SENTADO", "SEMI-SENTADO", "DECUB")
 TEXT_CONTRAST = 0.3  # the least difference between burned-in text and any pixel it covers
 TEXT_TRIES = 5
+MARKER_STYLES = ("box", "text")  # the confounder data.synthetic.marker draws
 
 
 @dataclass
@@ -418,17 +419,17 @@ def _save_mask(mask: np.ndarray, path: Path) -> None:
     Image.fromarray(mask.astype(np.uint8) * 255).save(path)
 
 
-def _write_sample(task: tuple[Path, int, str, int, int, int, float | None, float]) -> dict:
-    root, class_index, label, i, resolution, seed, marker_probability, text_probability = task
+def _write_sample(task: tuple[Path, int, str, int, int, int, float | None, str, float]) -> dict:
+    root, class_index, label, i, resolution, seed, marker_probability, marker_style, text_probability = task
     phantom = render_phantom(label, np.random.default_rng([seed, class_index, i]), resolution)
     name = f"{label}-{i}.png"
     marker = np.zeros_like(phantom.lungs)
     if marker_probability is not None:  # its own RNG: the phantom is the same with or without a marker
         marker_rng = np.random.default_rng([seed, class_index, i, 1])
-        marked = bool(marker_rng.random() < marker_probability)
-        if marked:
-            marker = burn_in_marker(phantom.image, marker_rng)
-        phantom.info["marker"] = int(marked)
+        if marker_rng.random() < marker_probability:
+            marker = (burn_in_text(phantom.image, marker_rng, n_items=1) if marker_style == "text"
+                      else burn_in_marker(phantom.image, marker_rng))
+        phantom.info["marker"] = int(marker.any())  # a text that found no place is no marker
     if text_probability:  # the same for every class: text that tells nothing about the label
         text_rng = np.random.default_rng([seed, class_index, i, 2])
         written = bool(text_rng.random() < text_probability)
@@ -481,16 +482,18 @@ def _with_lesion_boxes(root: Path) -> Path:
 
 def generate_dataset(root: Path, n_per_class: int, resolution: int, seed: int,
                      classes: tuple[str, ...] = CLASSES, marker: dict[str, float] | None = None,
-                     burned_text: float = 0.0) -> None:
+                     burned_text: float = 0.0, marker_style: str = "box") -> None:
     """Write the phantoms into ``root``; each sample's RNG depends only on (seed, class, index).
-    ``marker``: {class: probability} of a burned-in corner marker (classes left out: 0);
+    ``marker``: {class: probability} of a burned-in marker (classes left out: 0), in ``marker_style``
+    box (an 'L' in a box in the upper corner) or text (one annotation of :func:`burn_in_text`);
     ``burned_text``: probability of burned-in annotations (:func:`burn_in_text`) on any phantom.
     Both go into ``marker_masks/``."""
     folders = ("images", "masks", "lesion_masks") + ((MARKER_FOLDER,) if marker or burned_text else ())
     for label in classes:
         for folder in folders:
             (root / label / folder).mkdir(parents=True)
-    tasks = [(root, ci, label, i, resolution, seed, marker.get(label, 0.0) if marker else None, burned_text)
+    tasks = [(root, ci, label, i, resolution, seed, marker.get(label, 0.0) if marker else None, marker_style,
+              burned_text)
              for ci, label in enumerate(classes) for i in range(1, n_per_class + 1)]
     # spawn, not fork: the caller may hold torch's thread pools, which do not survive a fork
     with ProcessPoolExecutor(max_workers=min(4, os.cpu_count() or 1),
@@ -507,7 +510,8 @@ def generate_dataset(root: Path, n_per_class: int, resolution: int, seed: int,
 
 
 def ensure_synthetic(root: str | Path, n_per_class: int, resolution: int, seed: int,
-                     marker: dict[str, float] | None = None, burned_text: float | None = None) -> Path:
+                     marker: dict[str, float] | None = None, burned_text: float | None = None,
+                     marker_style: str = "box") -> Path:
     """Generate the dataset on first use and reuse it afterwards; ``resolution`` is the side in px
     the phantoms are drawn and stored at (a model resizes them to its own data.image_size).
 
@@ -521,6 +525,8 @@ def ensure_synthetic(root: str | Path, n_per_class: int, resolution: int, seed: 
                           "in [0, 1]")
     if burned_text is not None and not 0 <= burned_text <= 1:
         raise CxrcamError(f"data.synthetic.burned_text={burned_text} must be a probability in [0, 1]")
+    if marker_style not in MARKER_STYLES:
+        raise CxrcamError(f"data.synthetic.marker_style={marker_style!r} is not one of {list(MARKER_STYLES)}")
     # the manifest's key stays image_size: the folders generated before the rename still match
     params = dict(version=GENERATOR_VERSION, n_per_class=n_per_class, image_size=resolution,
                   seed=seed, classes=list(CLASSES))
@@ -528,6 +534,8 @@ def ensure_synthetic(root: str | Path, n_per_class: int, resolution: int, seed: 
         params["marker"] = {k: float(v) for k, v in sorted(marker.items())}
     if burned_text:  # absent when off, so that folders generated before it still match
         params["burned_text"] = float(burned_text)
+    if marker and marker_style != "box":  # likewise
+        params["marker_style"] = marker_style
     if _matches(root, params):
         return _with_lesion_boxes(root)
     root.parent.mkdir(parents=True, exist_ok=True)
@@ -541,7 +549,8 @@ def ensure_synthetic(root: str | Path, n_per_class: int, resolution: int, seed: 
             return _with_lesion_boxes(root)
         tmp = root.with_name(root.name + ".generating")
         shutil.rmtree(tmp, ignore_errors=True)  # left by an interrupted generation
-        generate_dataset(tmp, n_per_class, resolution, seed, marker=marker, burned_text=burned_text or 0.0)
+        generate_dataset(tmp, n_per_class, resolution, seed, marker=marker, burned_text=burned_text or 0.0,
+                         marker_style=marker_style)
         (tmp / MANIFEST).write_text(json.dumps(params, indent=2))
         shutil.rmtree(root, ignore_errors=True)  # an empty folder
         tmp.rename(root)
