@@ -215,7 +215,7 @@ def test_a_cam_all_on_a_detected_marker_scores_share_and_peak_1():
     marker = np.zeros((40, 40), bool)
     marker[2:6, 30:38] = True  # 32 px of 1600
     cam = marker.astype(np.float32)
-    sample = Sample("x.png", "Normal", np.zeros((40, 40), np.uint8), None, None, None, marker)
+    sample = Sample("x.png", "Normal", np.zeros((40, 40), np.uint8), None, None, None, detected_marker=marker)
     assert image_scores(cam, sample, SETTINGS) == {
         "detected_marker_share": 1.0, "detected_marker_share_flat": 0.02,
         "detected_marker_peak": 1.0, "detected_marker_peak_chance": 0.02}
@@ -231,7 +231,7 @@ def test_dataset_and_detected_markers_are_scored_side_by_side_with_their_chance(
     marker[2:6, 30:38] = True
     detected = np.zeros((40, 40), bool)
     detected[2:6, 30:34] = True  # half of it
-    sample = Sample("x.png", "Normal", np.zeros((40, 40), np.uint8), None, None, marker, detected)
+    sample = Sample("x.png", "Normal", np.zeros((40, 40), np.uint8), None, None, marker, detected_marker=detected)
     scores = image_scores(marker.astype(np.float32), sample, SETTINGS)
     assert scores["marker_share"] == 1.0 and scores["marker_peak"] == 1.0 and scores["marker_peak_chance"] == 0.02
     assert scores["detected_marker_share"] == 0.5 and scores["detected_marker_peak"] == 0.5
