@@ -309,13 +309,16 @@ def _label_text(rng: np.random.Generator) -> tuple[str, bool]:
     return f"{scanner} {rng.integers(0, 24):02d}:{rng.integers(0, 60):02d}", False
 
 
-def _text_item(shape: tuple[int, int], rng: np.random.Generator, fonts: list[Path]) -> np.ndarray:
+def _text_item(shape: tuple[int, int], rng: np.random.Generator, fonts: list[Path], stamp: bool = False) -> np.ndarray:
     """One annotation's strokes (and circle ring) as a bool mask, rasterised without anti-aliasing
-    so that the mask is exactly the pixels drawn; mostly near a border, sometimes over anatomy."""
+    so that the mask is exactly the pixels drawn; mostly near a border, sometimes over anatomy. A
+    ``stamp`` is what one source's unit writes on all its images: a positioning word, large, in the
+    upper image-left corner."""
     height, width = shape
     side = max(shape)
-    text, circled = _label_text(rng)
-    cap = max(7.0, rng.uniform(0.018, 0.045) * side)  # letter height in px; real ones are 1-4 % of the side
+    text, circled = (str(rng.choice(POSITION_WORDS)), False) if stamp else _label_text(rng)
+    # letter height in px; real ones are 1-4 % of the side, a stamp 5-7 % (a model must be able to read it)
+    cap = rng.uniform(0.05, 0.07) * side if stamp else max(7.0, rng.uniform(0.018, 0.045) * side)
     font = ImageFont.truetype(str(fonts[rng.integers(len(fonts))]), round(cap / 0.72))
     canvas = Image.new("L", (width, height), 0)
     draw = ImageDraw.Draw(canvas)
@@ -325,7 +328,9 @@ def _text_item(shape: tuple[int, int], rng: np.random.Generator, fonts: list[Pat
     ring = max(1, round(rng.uniform(0.07, 0.12) * (bottom - top))) if circled else 0
     box_w, box_h = right - left + 2 * (pad + ring), bottom - top + 2 * (pad + ring)
     span_x, span_y = max(1, width - box_w), max(1, height - box_h)
-    if rng.random() < 0.8:  # near one border: within 15 % of the side from it
+    if stamp:
+        x, y = rng.uniform(0.02, 0.06) * side, rng.uniform(0.02, 0.06) * side
+    elif rng.random() < 0.8:  # near one border: within 15 % of the side from it
         band = 0.15 * side
         x, y = rng.uniform(0, span_x), rng.uniform(0, span_y)
         edge = rng.integers(4)
@@ -361,16 +366,17 @@ def _text_level(under: np.ndarray, rng: np.random.Generator) -> float | None:
     return None
 
 
-def burn_in_text(image: np.ndarray, rng: np.random.Generator, n_items: int | None = None) -> np.ndarray:
-    """Burn 1-3 annotations into ``image`` (float in [0, 1]) in place, as a scanner or PACS writes
-    them: pixels replaced by one constant level, at least 0.3 from each pixel it covers; returns
-    their mask, exactly the pixels that changed. An annotation that finds no free place with room
-    for a level in a few tries is left out."""
+def burn_in_text(image: np.ndarray, rng: np.random.Generator, n_items: int | None = None,
+                 stamp: bool = False) -> np.ndarray:
+    """Burn 1-3 annotations (or ``n_items``; a ``stamp``: see :func:`_text_item`) into ``image``
+    (float in [0, 1]) in place, as a scanner or PACS writes them: pixels replaced by one constant
+    level, at least 0.3 from each pixel it covers; returns their mask, exactly the pixels that
+    changed. An annotation that finds no free place with room for a level in a few tries is left out."""
     fonts = marker_fonts()
     mask = np.zeros(image.shape, bool)
     for _ in range(int(rng.integers(1, 4)) if n_items is None else n_items):
         for _ in range(TEXT_TRIES):
-            item = _text_item(image.shape, rng, fonts)
+            item = _text_item(image.shape, rng, fonts, stamp)
             level = _text_level(image[item], rng) if item.any() and not (item & mask).any() else None
             if level is not None:
                 image[item] = level
@@ -427,7 +433,7 @@ def _write_sample(task: tuple[Path, int, str, int, int, int, float | None, str, 
     if marker_probability is not None:  # its own RNG: the phantom is the same with or without a marker
         marker_rng = np.random.default_rng([seed, class_index, i, 1])
         if marker_rng.random() < marker_probability:
-            marker = (burn_in_text(phantom.image, marker_rng, n_items=1) if marker_style == "text"
+            marker = (burn_in_text(phantom.image, marker_rng, n_items=1, stamp=True) if marker_style == "text"
                       else burn_in_marker(phantom.image, marker_rng))
         phantom.info["marker"] = int(marker.any())  # a text that found no place is no marker
     if text_probability:  # the same for every class: text that tells nothing about the label
@@ -485,7 +491,7 @@ def generate_dataset(root: Path, n_per_class: int, resolution: int, seed: int,
                      burned_text: float = 0.0, marker_style: str = "box") -> None:
     """Write the phantoms into ``root``; each sample's RNG depends only on (seed, class, index).
     ``marker``: {class: probability} of a burned-in marker (classes left out: 0), in ``marker_style``
-    box (an 'L' in a box in the upper corner) or text (one annotation of :func:`burn_in_text`);
+    box (an 'L' in a box in the upper corner) or text (a positioning word stamped in that corner);
     ``burned_text``: probability of burned-in annotations (:func:`burn_in_text`) on any phantom.
     Both go into ``marker_masks/``."""
     folders = ("images", "masks", "lesion_masks") + ((MARKER_FOLDER,) if marker or burned_text else ())
