@@ -271,3 +271,10 @@ def test_evaluate_scores_dataset_and_detected_markers_and_says_which(tmp_path):
         assert scores[key]["chance"] is not None
     assert ("Scored against the dataset's marker masks and markers detected on the images"
             in (tmp_path / "eval" / "report.md").read_text())
+
+
+def test_an_image_under_128_px_is_not_searched():
+    pixels, truth = with_text(0, 128)
+    assert detect_markers(pixels).any()
+    small = np.asarray(Image.fromarray(pixels).resize((127, 127), Image.Resampling.NEAREST))
+    assert not detect_markers(small).any() and detect_markers(small).shape == (127, 127)
