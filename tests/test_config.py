@@ -208,6 +208,7 @@ TRAIN_REFUSED = [
     ("data.synthetic.marker", ["COVID"], f"data.synthetic.marker=['COVID'] {MARKER_HINT}"),
     ("data.synthetic.burned_text", 1.5, "data.synthetic.burned_text=1.5 must be a number in [0, 1]"),
     ("data.synthetic.burned_text", "some", "data.synthetic.burned_text='some' must be a number in [0, 1]"),
+    ("data.synthetic.marker_style", "circle", "data.synthetic.marker_style='circle' is not one of ['box', 'text']"),
 ]
 
 

@@ -91,6 +91,27 @@ def test_synthetic_burned_text_goes_into_marker_masks_on_every_class(tmp_path):
             assert mask.any() and np.array_equal(changed, mask)
 
 
+def test_a_text_confounder_is_one_burned_in_annotation_on_the_marked_images_only(tmp_path):
+    plain = ensure_synthetic(tmp_path / "plain", 4, 64, 0)
+    marker = {"COVID": 1.0, "Normal": 0.0}
+    text = ensure_synthetic(tmp_path / "text", 4, 64, 0, marker=marker, marker_style="text")
+    box = ensure_synthetic(tmp_path / "box", 4, 64, 0, marker=marker)
+    assert json.loads((text / "synthetic.json").read_text())["marker_style"] == "text"
+    assert "marker_style" not in json.loads((box / "synthetic.json").read_text())  # older box sets still match
+    with open(text / "metadata.csv") as f:
+        marked = {row["file"]: row["marker"] for row in csv.DictReader(f)}
+    for label, expected in (("COVID", "1"), ("Normal", "0"), ("Lung_Opacity", "0")):
+        for i in (1, 2, 3, 4):
+            name = f"{label}/images/{label}-{i}.png"
+            changed = np.asarray(Image.open(text / name)) != np.asarray(Image.open(plain / name))
+            mask = np.asarray(Image.open(text / label / "marker_masks" / f"{label}-{i}.png")) > 0
+            assert np.array_equal(changed, mask) and marked[name] == expected and mask.any() == (expected == "1")
+            boxed = np.asarray(Image.open(box / label / "marker_masks" / f"{label}-{i}.png")) > 0
+            assert not np.array_equal(boxed, mask) or not mask.any()  # a text, not the box
+    with pytest.raises(CxrcamError, match=r"data.synthetic.marker_style='circle' is not one of \['box', 'text'\]"):
+        ensure_synthetic(tmp_path / "bad", 3, 32, 0, marker=marker, marker_style="circle")
+
+
 def test_a_burned_text_probability_outside_0_1_is_refused(tmp_path):
     with pytest.raises(CxrcamError, match=r"data.synthetic.burned_text=1.5 must be a probability in \[0, 1\]"):
         ensure_synthetic(tmp_path / "bad", 3, 32, 0, burned_text=1.5)
@@ -250,3 +271,10 @@ def test_evaluate_scores_dataset_and_detected_markers_and_says_which(tmp_path):
         assert scores[key]["chance"] is not None
     assert ("Scored against the dataset's marker masks and markers detected on the images"
             in (tmp_path / "eval" / "report.md").read_text())
+
+
+def test_an_image_under_128_px_is_not_searched():
+    pixels, truth = with_text(0, 128)
+    assert detect_markers(pixels).any()
+    small = np.asarray(Image.fromarray(pixels).resize((127, 127), Image.Resampling.NEAREST))
+    assert not detect_markers(small).any() and detect_markers(small).shape == (127, 127)

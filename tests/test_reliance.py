@@ -10,11 +10,12 @@ import torch
 from torch import nn
 
 from cxrcam.data.synthetic import CLASSES, ensure_synthetic
+from cxrcam.evaluation.evaluator import causal_test
 from cxrcam.evaluation.imputation import linear_system, solve
 from cxrcam.evaluation.reliance import (balanced_accuracy, inpaint, lungs_only, model_probabilities,
                                         paired_balanced_accuracy_change, reliance, removal_mask)
 from cxrcam.evaluation.results import Alteration, Interval, loss_against
-from cxrcam.evaluation.samples import load_samples
+from cxrcam.evaluation.samples import Sample, load_samples
 from cxrcam.loaded_run import LoadedRun
 from cxrcam.models.simple_cnn import SimpleCNN
 
@@ -264,3 +265,31 @@ def test_reporting_words_and_files_the_causal_test():
         "Causal test, shortcut audit: with the markers removed the confounded resnet50's accuracy changes by -0.40 "
         "[-0.60, -0.20], a clearly larger loss than the clean simple_cnn's -0.05 [-0.10, 0.00]: the confounded model "
         "relies on the markers.")
+
+
+class CornerReader(nn.Module):
+    """marker_reader as a network: class 0 when the top-left corner is bright, else class 1."""
+
+    def __init__(self):
+        super().__init__()
+        self.scale = nn.Parameter(torch.ones(()))  # a run's device is its parameters'
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        corner = x[:, 0, 1:4, 1:4].mean(dim=(1, 2))
+        return self.scale * torch.stack([corner, -corner], dim=1)
+
+
+def test_the_causal_test_removes_the_datasets_markers_where_it_has_them_else_the_detected_ones():
+    meta = {"normalization": {"mean": [0.5] * 3, "std": [0.25] * 3}, "class_names": ["A", "B"]}
+    run = LoadedRun(Path("run/checkpoints/best.pt"), meta, CornerReader().eval())
+    (gray, corner, _), = marked_images(1, 0)
+    empty = np.zeros_like(corner)
+    samples = [Sample("a.png", "A", gray, None, None, None, detected_marker=corner),  # no marker masks: detected
+               Sample("b.png", "A", gray, None, None, None, detected_marker=corner),
+               Sample("c.png", "A", gray, None, None, empty, detected_marker=corner),  # the dataset's mask: none
+               Sample("d.png", "A", gray, None, None, corner, detected_marker=empty)]  # the dataset's mask wins
+    cfg = {"causal": {"enabled": True, **SETTINGS}, "batch_size": 2,
+           "bootstrap": {"n_resamples": 50, "level": 0.95}, "seed": 0}
+    removed = causal_test(run, samples, cfg).markers_removed
+    assert (removed.n_images, removed.accuracy, removed.edited_accuracy) == (3, 1.0, 0.0)
+    assert causal_test(run, samples, {**cfg, "causal": {**cfg["causal"], "enabled": False}}) is None

@@ -7,6 +7,7 @@ from pathlib import Path
 import matplotlib
 
 from cxrcam.data.scan import ON_BAD_IMAGE
+from cxrcam.data.synthetic import MARKER_STYLES
 from cxrcam.errors import CxrcamError
 from cxrcam.evaluation.boxes import BOX_COLUMNS
 from cxrcam.explanation.methods import PYTORCH_GRAD_CAM
@@ -145,6 +146,7 @@ def validate_data_source(data: dict) -> None:
         require(isinstance(marker, dict) and all(_is_number(p) and 0 <= p <= 1 for p in marker.values()),
                 f"data.synthetic.marker={marker!r} must map class names to probabilities in [0, 1], "
                 "e.g. {COVID: 0.95, Normal: 0.05}")
+        require_choice("data.synthetic.marker_style", synthetic.get("marker_style", "box"), MARKER_STYLES)
         if synthetic.get("burned_text") is not None:
             require_number("data.synthetic.burned_text", synthetic["burned_text"], 0, 1)
 

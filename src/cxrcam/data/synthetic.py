@@ -60,6 +60,7 @@ LATERALITY_LETTERS = ("L", "R", "D", "I")
 POSITION_WORDS = ("AP", "PA", "PORTABLE", "PORTATIL", "SUPINE", "SENTADO", "SEMI-SENTADO", "DECUB")
 TEXT_CONTRAST = 0.3  # the least difference between burned-in text and any pixel it covers
 TEXT_TRIES = 5
+MARKER_STYLES = ("box", "text")  # the confounder data.synthetic.marker draws
 
 
 @dataclass
@@ -308,13 +309,16 @@ def _label_text(rng: np.random.Generator) -> tuple[str, bool]:
     return f"{scanner} {rng.integers(0, 24):02d}:{rng.integers(0, 60):02d}", False
 
 
-def _text_item(shape: tuple[int, int], rng: np.random.Generator, fonts: list[Path]) -> np.ndarray:
+def _text_item(shape: tuple[int, int], rng: np.random.Generator, fonts: list[Path], stamp: bool = False) -> np.ndarray:
     """One annotation's strokes (and circle ring) as a bool mask, rasterised without anti-aliasing
-    so that the mask is exactly the pixels drawn; mostly near a border, sometimes over anatomy."""
+    so that the mask is exactly the pixels drawn; mostly near a border, sometimes over anatomy. A
+    ``stamp`` is what one source's unit writes on all its images: a positioning word, large, in the
+    upper image-left corner."""
     height, width = shape
     side = max(shape)
-    text, circled = _label_text(rng)
-    cap = max(7.0, rng.uniform(0.018, 0.045) * side)  # letter height in px; real ones are 1-4 % of the side
+    text, circled = (str(rng.choice(POSITION_WORDS)), False) if stamp else _label_text(rng)
+    # letter height in px; real ones are 1-4 % of the side, a stamp 5-7 % (a model must be able to read it)
+    cap = rng.uniform(0.05, 0.07) * side if stamp else max(7.0, rng.uniform(0.018, 0.045) * side)
     font = ImageFont.truetype(str(fonts[rng.integers(len(fonts))]), round(cap / 0.72))
     canvas = Image.new("L", (width, height), 0)
     draw = ImageDraw.Draw(canvas)
@@ -324,7 +328,9 @@ def _text_item(shape: tuple[int, int], rng: np.random.Generator, fonts: list[Pat
     ring = max(1, round(rng.uniform(0.07, 0.12) * (bottom - top))) if circled else 0
     box_w, box_h = right - left + 2 * (pad + ring), bottom - top + 2 * (pad + ring)
     span_x, span_y = max(1, width - box_w), max(1, height - box_h)
-    if rng.random() < 0.8:  # near one border: within 15 % of the side from it
+    if stamp:
+        x, y = rng.uniform(0.02, 0.06) * side, rng.uniform(0.02, 0.06) * side
+    elif rng.random() < 0.8:  # near one border: within 15 % of the side from it
         band = 0.15 * side
         x, y = rng.uniform(0, span_x), rng.uniform(0, span_y)
         edge = rng.integers(4)
@@ -360,16 +366,17 @@ def _text_level(under: np.ndarray, rng: np.random.Generator) -> float | None:
     return None
 
 
-def burn_in_text(image: np.ndarray, rng: np.random.Generator, n_items: int | None = None) -> np.ndarray:
-    """Burn 1-3 annotations into ``image`` (float in [0, 1]) in place, as a scanner or PACS writes
-    them: pixels replaced by one constant level, at least 0.3 from each pixel it covers; returns
-    their mask, exactly the pixels that changed. An annotation that finds no free place with room
-    for a level in a few tries is left out."""
+def burn_in_text(image: np.ndarray, rng: np.random.Generator, n_items: int | None = None,
+                 stamp: bool = False) -> np.ndarray:
+    """Burn 1-3 annotations (or ``n_items``; a ``stamp``: see :func:`_text_item`) into ``image``
+    (float in [0, 1]) in place, as a scanner or PACS writes them: pixels replaced by one constant
+    level, at least 0.3 from each pixel it covers; returns their mask, exactly the pixels that
+    changed. An annotation that finds no free place with room for a level in a few tries is left out."""
     fonts = marker_fonts()
     mask = np.zeros(image.shape, bool)
     for _ in range(int(rng.integers(1, 4)) if n_items is None else n_items):
         for _ in range(TEXT_TRIES):
-            item = _text_item(image.shape, rng, fonts)
+            item = _text_item(image.shape, rng, fonts, stamp)
             level = _text_level(image[item], rng) if item.any() and not (item & mask).any() else None
             if level is not None:
                 image[item] = level
@@ -418,17 +425,17 @@ def _save_mask(mask: np.ndarray, path: Path) -> None:
     Image.fromarray(mask.astype(np.uint8) * 255).save(path)
 
 
-def _write_sample(task: tuple[Path, int, str, int, int, int, float | None, float]) -> dict:
-    root, class_index, label, i, resolution, seed, marker_probability, text_probability = task
+def _write_sample(task: tuple[Path, int, str, int, int, int, float | None, str, float]) -> dict:
+    root, class_index, label, i, resolution, seed, marker_probability, marker_style, text_probability = task
     phantom = render_phantom(label, np.random.default_rng([seed, class_index, i]), resolution)
     name = f"{label}-{i}.png"
     marker = np.zeros_like(phantom.lungs)
     if marker_probability is not None:  # its own RNG: the phantom is the same with or without a marker
         marker_rng = np.random.default_rng([seed, class_index, i, 1])
-        marked = bool(marker_rng.random() < marker_probability)
-        if marked:
-            marker = burn_in_marker(phantom.image, marker_rng)
-        phantom.info["marker"] = int(marked)
+        if marker_rng.random() < marker_probability:
+            marker = (burn_in_text(phantom.image, marker_rng, n_items=1, stamp=True) if marker_style == "text"
+                      else burn_in_marker(phantom.image, marker_rng))
+        phantom.info["marker"] = int(marker.any())  # a text that found no place is no marker
     if text_probability:  # the same for every class: text that tells nothing about the label
         text_rng = np.random.default_rng([seed, class_index, i, 2])
         written = bool(text_rng.random() < text_probability)
@@ -481,16 +488,18 @@ def _with_lesion_boxes(root: Path) -> Path:
 
 def generate_dataset(root: Path, n_per_class: int, resolution: int, seed: int,
                      classes: tuple[str, ...] = CLASSES, marker: dict[str, float] | None = None,
-                     burned_text: float = 0.0) -> None:
+                     burned_text: float = 0.0, marker_style: str = "box") -> None:
     """Write the phantoms into ``root``; each sample's RNG depends only on (seed, class, index).
-    ``marker``: {class: probability} of a burned-in corner marker (classes left out: 0);
+    ``marker``: {class: probability} of a burned-in marker (classes left out: 0), in ``marker_style``
+    box (an 'L' in a box in the upper corner) or text (a positioning word stamped in that corner);
     ``burned_text``: probability of burned-in annotations (:func:`burn_in_text`) on any phantom.
     Both go into ``marker_masks/``."""
     folders = ("images", "masks", "lesion_masks") + ((MARKER_FOLDER,) if marker or burned_text else ())
     for label in classes:
         for folder in folders:
             (root / label / folder).mkdir(parents=True)
-    tasks = [(root, ci, label, i, resolution, seed, marker.get(label, 0.0) if marker else None, burned_text)
+    tasks = [(root, ci, label, i, resolution, seed, marker.get(label, 0.0) if marker else None, marker_style,
+              burned_text)
              for ci, label in enumerate(classes) for i in range(1, n_per_class + 1)]
     # spawn, not fork: the caller may hold torch's thread pools, which do not survive a fork
     with ProcessPoolExecutor(max_workers=min(4, os.cpu_count() or 1),
@@ -507,7 +516,8 @@ def generate_dataset(root: Path, n_per_class: int, resolution: int, seed: int,
 
 
 def ensure_synthetic(root: str | Path, n_per_class: int, resolution: int, seed: int,
-                     marker: dict[str, float] | None = None, burned_text: float | None = None) -> Path:
+                     marker: dict[str, float] | None = None, burned_text: float | None = None,
+                     marker_style: str = "box") -> Path:
     """Generate the dataset on first use and reuse it afterwards; ``resolution`` is the side in px
     the phantoms are drawn and stored at (a model resizes them to its own data.image_size).
 
@@ -521,6 +531,8 @@ def ensure_synthetic(root: str | Path, n_per_class: int, resolution: int, seed: 
                           "in [0, 1]")
     if burned_text is not None and not 0 <= burned_text <= 1:
         raise CxrcamError(f"data.synthetic.burned_text={burned_text} must be a probability in [0, 1]")
+    if marker_style not in MARKER_STYLES:
+        raise CxrcamError(f"data.synthetic.marker_style={marker_style!r} is not one of {list(MARKER_STYLES)}")
     # the manifest's key stays image_size: the folders generated before the rename still match
     params = dict(version=GENERATOR_VERSION, n_per_class=n_per_class, image_size=resolution,
                   seed=seed, classes=list(CLASSES))
@@ -528,6 +540,8 @@ def ensure_synthetic(root: str | Path, n_per_class: int, resolution: int, seed: 
         params["marker"] = {k: float(v) for k, v in sorted(marker.items())}
     if burned_text:  # absent when off, so that folders generated before it still match
         params["burned_text"] = float(burned_text)
+    if marker and marker_style != "box":  # likewise
+        params["marker_style"] = marker_style
     if _matches(root, params):
         return _with_lesion_boxes(root)
     root.parent.mkdir(parents=True, exist_ok=True)
@@ -541,7 +555,8 @@ def ensure_synthetic(root: str | Path, n_per_class: int, resolution: int, seed: 
             return _with_lesion_boxes(root)
         tmp = root.with_name(root.name + ".generating")
         shutil.rmtree(tmp, ignore_errors=True)  # left by an interrupted generation
-        generate_dataset(tmp, n_per_class, resolution, seed, marker=marker, burned_text=burned_text or 0.0)
+        generate_dataset(tmp, n_per_class, resolution, seed, marker=marker, burned_text=burned_text or 0.0,
+                         marker_style=marker_style)
         (tmp / MANIFEST).write_text(json.dumps(params, indent=2))
         shutil.rmtree(root, ignore_errors=True)  # an empty folder
         tmp.rename(root)

@@ -79,17 +79,16 @@ def evaluate_cams(run: LoadedRun, samples: list[Sample], split_file: str, method
         seconds=round(time.perf_counter() - started, 1))
 
 
-def causal_test(run: LoadedRun, samples: list[Sample], cfg: dict,
-                markers: list[np.ndarray | None] | None = None) -> Reliance | None:
+def causal_test(run: LoadedRun, samples: list[Sample], cfg: dict) -> Reliance | None:
     """The model's accuracy with the markers removed and on the lungs only, against the images as they
-    are (None with causal.enabled false). ``markers``: the masks to remove, one per sample (None: the
-    dataset's marker masks)."""
+    are (None with causal.enabled false). The markers removed are the dataset's marker masks where it
+    has them (exact), else those the detector finds, so that real data without masks is tested too."""
     if not cfg["causal"]["enabled"]:
         return None
     return reliance(model_probabilities(run, cfg["batch_size"]), [s.gray for s in samples],
                     [run.class_names.index(s.label) for s in samples],
-                    [s.marker for s in samples] if markers is None else markers, [s.lungs for s in samples],
-                    cfg["causal"], {**cfg["bootstrap"], "seed": cfg["seed"]})
+                    [s.detected_marker if s.marker is None else s.marker for s in samples],
+                    [s.lungs for s in samples], cfg["causal"], {**cfg["bootstrap"], "seed": cfg["seed"]})
 
 
 def mask_counts(samples: list[Sample]) -> MaskCounts:

@@ -477,7 +477,8 @@ def _causal_section(doc: Document, results: list[CamEvaluation], audit: Shortcut
         return
     doc.heading("Causal test: markers removed, lungs only")
     doc.para("Where a CAM's heat sits is not what the decision needs. Each model is scored again on its images "
-             "edited: markers removed (the marker mask, dilated, inpainted from its surroundings by the linear "
+             "edited: markers removed (the marker mask, the dataset's where it has them, else the detected "
+             "markers; dilated, inpainted from its surroundings by the linear "
              "imputation ROAD uses, without noise) and lungs only (everything outside the lung mask one constant). "
              "Each edit takes only the images that have its mask. Changes are edited less original on the same "
              "images, with paired bootstrap intervals; a model relies on what an edit removes when its accuracy "
