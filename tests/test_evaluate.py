@@ -140,6 +140,12 @@ def test_shortcut_audit_compares_marker_mass(checkpoint, tmp_path):
         assert share["n"] == audit["n_marked"] and 0 <= share["mean"] <= 1
     page = (out / "report.html").read_text()
     assert "Shortcut audit" in page and "no clearly different than the control" in page
+    # 64 px phantoms are under the detector's 128 px: the detected-marker column says n/a, not 0
+    audit_table = (out / "report.md").read_text().split("## Shortcut audit")[1].split("\n## ")[0]
+    header = next(line for line in audit_table.splitlines() if line.startswith("| role |"))
+    assert "| detected-marker share, all | lung share |" in header
+    assert all(line.split(" | ")[-3] == "n/a" for line in audit_table.splitlines()
+               if line.startswith(("| confounded", "| control", "| clean")))
     # the causal test on the marked images; the same model as its own control; no marker in the clean test split
     tested = [row["evaluation"]["reliance"] for row in audit["rows"]]
     assert tested[0] == tested[1]

@@ -380,20 +380,22 @@ def _markers_section(doc: Document, results: list[CamEvaluation], classes: list[
 
 def _shortcut_section(doc: Document, audit: ShortcutAudit, fig_dir: Path) -> None:
     doc.heading("Shortcut audit: a burned-in marker")
-    doc.para(f"Confounded: trained on data where a burned-in corner marker goes with some classes more than "
+    doc.para(f"Confounded: trained on data where a burned-in marker goes with some classes more than "
              f"others. Control (when given): the same training with the marker on every class alike. Clean: the "
              f"evaluated model(s) of the same architecture. All on the {audit.n_marked} test images (of "
              f"{audit.n_images}) of "
              "the confounded run that carry the marker. Marker share: CAM mass on the marker (chance: its share "
-             "of the image); per class, since the shortcut is a class's.")
+             "of the image); per class, since the shortcut is a class's. Detected: the same against the markers "
+             "cxrcam.data.markers finds on those images, as on data that comes without marker masks.")
     figures.plot_shortcut(audit, fig_dir / "shortcut.png")
     doc.figure(fig_dir / "shortcut.png", "Where the confounded and the clean model look on marked images")
     classes = list(audit.rows[0].evaluation.scores["marker_share"].per_class)
     doc.table(["role", "model @ layer (grid)", "marker share, all", *(f"marker share, {c}" for c in classes),
-               "lung share", "accuracy on marked images"],
+               "detected-marker share, all", "lung share", "accuracy on marked images"],
               [[row.role, row.evaluation.label, _hit(row.evaluation, "marker_share"),
                 *(ci_text(_ci(row.evaluation, "marker_share", c)) for c in classes),
-                _hit(row.evaluation, "lung_share"), f"{row.evaluation.accuracy:.3f}"] for row in audit.rows])
+                _hit(row.evaluation, "detected_marker_share"), _hit(row.evaluation, "lung_share"),
+                f"{row.evaluation.accuracy:.3f}"] for row in audit.rows])
 
 
 def conclusions(results: list[CamEvaluation], audit: ShortcutAudit | None) -> list[str]:
