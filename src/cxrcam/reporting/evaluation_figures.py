@@ -6,6 +6,7 @@ must keep, say, ResNet50 at layer3 and at layer4, or Grad-CAM and HiResCAM, apar
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 
 import matplotlib
@@ -29,16 +30,19 @@ def figure_label(result: CamEvaluation) -> str:
 
 
 def _save(fig, path: Path) -> None:
-    """Tight layout that keeps half an inch on top for the suptitle, whatever the figure's height."""
-    fig.tight_layout(rect=(0, 0, 1, 1 - 0.5 / fig.get_figheight()) if fig._suptitle else None)
+    """Tight layout that keeps half an inch on top for the suptitle (a fifth more per extra line),
+    whatever the figure's height."""
+    lines = fig._suptitle.get_text().count("\n") + 1 if fig._suptitle else 0
+    fig.tight_layout(rect=(0, 0, 1, 1 - (0.3 + 0.2 * lines) / fig.get_figheight()) if lines else None)
     fig.savefig(path, dpi=100)
     plt.close(fig)
 
 
 def _class_grid(results: list[CamEvaluation], classes: list[str], draw, path: Path, title: str, cell: float) -> None:
     """Rows = model/method/layer, columns = classes; ``draw(ax, result, cls)`` fills a cell."""
-    fig, axes = plt.subplots(len(results), len(classes), figsize=(cell * len(classes), (cell + 0.1) * len(results)),
-                             squeeze=False)
+    # at least 3 cells wide and room above for the title, so that a 2-class grid of one row keeps its labels
+    fig, axes = plt.subplots(len(results), len(classes), squeeze=False,
+                             figsize=(cell * max(len(classes), 3), (cell + 0.1) * len(results) + 0.5))
     for r, result in enumerate(results):
         for c, cls in enumerate(classes):
             ax = axes[r, c]
@@ -49,7 +53,8 @@ def _class_grid(results: list[CamEvaluation], classes: list[str], draw, path: Pa
                 ax.set_title(cls, fontsize=10)
             if c == 0:
                 ax.set_ylabel(figure_label(result), fontsize=8)
-    fig.suptitle(title, fontsize=10)
+    # wrapped to the figure's width: with two classes the grid is narrower than its title
+    fig.suptitle(textwrap.fill(title, width=max(30, int(13 * fig.get_figwidth()))), fontsize=10)
     _save(fig, path)
 
 
