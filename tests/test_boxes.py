@@ -191,7 +191,10 @@ def test_columns_and_path_suffix_can_be_set_and_a_byte_order_mark_is_no_part_of_
 
 
 BAD_FILES = [
-    ("path,x_min,y_min,x_max,y_max\n", {}, "boxes.file={f} has a header but no rows"),
+    ("path,x_min,y_min,x_max,y_max\n", {}, "boxes.file={f} has a header but no rows; it needs one row per box (or "
+     "image without a finding)"),
+    ("", {}, "boxes.file={f} is empty; it needs a header row naming its columns, then one row per box (or image "
+     "without a finding)"),
     ("path,x,y,w,h\na.png,1,2,3,4\n", {}, "boxes.file={f} has no column(s) ['x_min', 'y_min', 'x_max', 'y_max'] "
      "(boxes.columns / boxes.label_column); its columns: ['path', 'x', 'y', 'w', 'h']"),
     ("path,x,y,w,h\na.png,1,2,3,4\n", {"format": "xywh", "label_column": "finding"},
@@ -225,6 +228,14 @@ BAD_FILES = [
 def test_a_bad_box_file_is_refused_with_one_line_naming_the_row(tmp_path, text, settings, message):
     file = write_csv(tmp_path / "b.csv", text)
     assert refusal(lambda: boxes_of(file, **settings)) == message.replace("{f}", str(file))
+
+
+def test_a_box_file_that_is_not_utf8_is_refused_in_one_line(tmp_path):
+    file = tmp_path / "b.csv"
+    file.write_bytes(b"path,x_min,y_min,x_max,y_max\n\xff\xfe.png,1,2,3,4\n")  # a spreadsheet's Latin-1 export
+    assert refusal(lambda: boxes_of(file)) == (
+        f"boxes.file={file} is not a UTF-8 CSV file ('utf-8' codec can't decode byte 0xff in position 29: invalid "
+        "start byte); export it as CSV")
 
 
 def test_a_missing_box_file_is_refused(tmp_path):

@@ -22,22 +22,27 @@ MULTI_LABEL_SEPARATOR = "|"
 
 
 def _read_rows(csv_path: Path) -> tuple[list[str], list[tuple[int, dict]]]:
-    """The header and each row with its line number (for the messages), or one line saying why not."""
     if not csv_path.is_file():
         raise CxrcamError(f"data.csv={csv_path} does not exist or is not a file; point it at the CSV that lists "
                           "the images")
+    return csv_rows(csv_path, "data.csv", "image")
+
+
+def csv_rows(csv_path: Path, key: str, row_is: str) -> tuple[list[str], list[tuple[int, dict]]]:
+    """The header and each row with its line number (for the messages), or one line saying why not;
+    ``key`` is the setting that named the file, ``row_is`` what one row describes."""
     try:
         with open(csv_path, newline="", encoding="utf-8-sig") as f:  # -sig: a spreadsheet's byte-order mark
             reader = csv.DictReader(f)
             rows = [(reader.line_num, row) for row in reader]
             columns = reader.fieldnames
     except (UnicodeDecodeError, csv.Error) as exc:
-        raise CxrcamError(f"data.csv={csv_path} is not a UTF-8 CSV file ({exc}); export it as CSV") from None
+        raise CxrcamError(f"{key}={csv_path} is not a UTF-8 CSV file ({exc}); export it as CSV") from None
     if not columns:
-        raise CxrcamError(f"data.csv={csv_path} is empty; it needs a header row naming its columns, then one row "
-                          "per image")
+        raise CxrcamError(f"{key}={csv_path} is empty; it needs a header row naming its columns, then one row "
+                          f"per {row_is}")
     if not rows:
-        raise CxrcamError(f"data.csv={csv_path} has a header but no rows; it needs one row per image")
+        raise CxrcamError(f"{key}={csv_path} has a header but no rows; it needs one row per {row_is}")
     return list(columns), rows
 
 

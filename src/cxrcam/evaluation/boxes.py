@@ -18,7 +18,6 @@ scored like a Normal image. An image not listed has no box ground truth.
 
 from __future__ import annotations
 
-import csv
 import logging
 import math
 from dataclasses import dataclass
@@ -29,6 +28,7 @@ import numpy as np
 from PIL import Image
 
 from cxrcam.data.synthetic import LESION_BOXES, MANIFEST, write_lesion_boxes
+from cxrcam.data.table import csv_rows
 from cxrcam.errors import CxrcamError
 from cxrcam.evaluation.results import BoxTruth
 from cxrcam.evaluation.samples import Sample
@@ -59,26 +59,20 @@ def read_boxes(settings: dict) -> BoxFile:
     fmt = settings["format"]
     columns = list(settings["columns"] or BOX_COLUMNS[fmt])
     label_column = settings["label_column"]
-    with open(path, newline="", encoding="utf-8-sig") as f:
-        reader = csv.DictReader(f)
-        header = reader.fieldnames or []
-        missing = [c for c in columns + ([label_column] if label_column else []) if c not in header]
-        if missing:
-            raise CxrcamError(f"boxes.file={path} has no column(s) {missing} (boxes.columns / boxes.label_column); "
-                              f"its columns: {header}")
-        boxes: dict[str, list] = {}
-        n_rows = 0
-        for line, row in enumerate(reader, start=2):  # line 1 is the header
-            n_rows += 1
-            image = (row[columns[0]] or "").strip()
-            if not image:
-                raise CxrcamError(f"boxes.file={path} line {line}: empty {columns[0]!r}; every row needs an image path")
-            label = (row[label_column] or "").strip() if label_column else None
-            box = _box(path, line, fmt, columns[1:], [(row[c] or "").strip() for c in columns[1:]])
-            boxes.setdefault(image + settings["path_suffix"], []).append((label, box))
-    if not n_rows:
-        raise CxrcamError(f"boxes.file={path} has a header but no rows")
-    return BoxFile(str(path), n_rows, boxes)
+    header, rows = csv_rows(path, "boxes.file", "box (or image without a finding)")
+    missing = [c for c in columns + ([label_column] if label_column else []) if c not in header]
+    if missing:
+        raise CxrcamError(f"boxes.file={path} has no column(s) {missing} (boxes.columns / boxes.label_column); "
+                          f"its columns: {header}")
+    boxes: dict[str, list] = {}
+    for line, row in rows:
+        image = (row[columns[0]] or "").strip()
+        if not image:
+            raise CxrcamError(f"boxes.file={path} line {line}: empty {columns[0]!r}; every row needs an image path")
+        label = (row[label_column] or "").strip() if label_column else None
+        box = _box(path, line, fmt, columns[1:], [(row[c] or "").strip() for c in columns[1:]])
+        boxes.setdefault(image + settings["path_suffix"], []).append((label, box))
+    return BoxFile(str(path), len(rows), boxes)
 
 
 def _box(path: Path, line: int, fmt: str, names: list[str], fields: list[str]) -> Box | None:
