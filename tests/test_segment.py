@@ -276,3 +276,15 @@ def test_the_command_line_gives_one_line_for_a_dataset_without_masks(tiny_datase
     assert done.returncode == 2
     assert done.stderr.splitlines()[-1].startswith(f"cxrcam.segment: error: no lung masks in {tiny_dataset_copy}: ")
     assert not (tmp_path / "run" / ".hydra").exists()  # a run that wrote nothing gives its dir back
+
+
+@pytest.mark.parametrize("data", ["csv", "rsna_pneumonia"])
+def test_segment_refuses_a_csv_described_dataset_in_one_line(tmp_path, data):
+    cfg = compose_config("segment", *TINY_SEGMENT, f"data={data}", f"data.root={tmp_path}", f"data.csv={tmp_path}/l.csv",
+                         "data.classes=[Normal,Lung_Opacity]")
+    with pytest.raises(CxrcamError) as raised:
+        segment(cfg, tmp_path / "run")
+    assert str(raised.value) == (f"data={data} lists images in a CSV, without lung masks; cxrcam.segment trains on "
+                                 "<class>/masks/ beside <class>/images/: use data=covid_radiography, data=folder or "
+                                 "data=synthetic")
+    assert not (tmp_path / "run").exists()

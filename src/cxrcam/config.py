@@ -175,6 +175,8 @@ def validate_table_config(data: dict) -> None:
 
 def validate_segment_config(cfg: dict) -> None:
     data, model, trainer = cfg["data"], cfg["model"], cfg["trainer"]
+    require("csv" not in data, f"data={data['name']} lists images in a CSV, without lung masks; cxrcam.segment trains "
+            "on <class>/masks/ beside <class>/images/: use data=covid_radiography, data=folder or data=synthetic")
     validate_data_source(data)
     require_whole("seed", cfg["seed"], 0)
     require_whole("model.depth", model["depth"], 1)
