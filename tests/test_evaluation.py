@@ -27,6 +27,7 @@ from cxrcam.evaluation.attribution import (
     attribution_scores,
     evenness,
     marginals,
+    marker_scores,
     pattern_agreement,
     zone_profile,
 )
@@ -499,13 +500,11 @@ def test_attribution_scores_of_one_image():
     cam = np.zeros((9, 14))
     cam[1, 4], cam[0, 10], cam[0, 0] = 1.0, 1.0, 2.0  # half the mass in the lungs, half on a marker
     marker = box((9, 14), (0, 1, 0, 2))
-    scores = attribution_scores(cam, lungs, zones, marker)
+    scores = attribution_scores(cam, lungs, zones)
     np.testing.assert_array_equal(scores.pop("zone_profile"), np.eye(12)[0] / 2 + np.eye(12)[7] / 2)
-    assert scores == {"lung_share": 0.5, "lung_share_flat": 66 / 126, "marker_share": 0.5,
-                      "marker_share_flat": 2 / 126}
-    for no_marker in (None, box((9, 14))):
-        assert sorted(attribution_scores(cam, lungs, zones, no_marker)) == ["lung_share", "lung_share_flat",
-                                                                             "zone_profile"]
+    assert scores == {"lung_share": 0.5, "lung_share_flat": 66 / 126}
+    assert marker_scores(cam, marker, "marker") == {"marker_share": 0.5, "marker_share_flat": 2 / 126,
+                                                    "marker_peak": 1.0, "marker_peak_chance": 2 / 126}
 
 
 def test_pattern_agreement_on_known_maps():

@@ -67,14 +67,11 @@ def pattern_agreement(profile: np.ndarray, area_profile: np.ndarray, criteria: l
     return result
 
 
-def attribution_scores(cam: np.ndarray, lungs: np.ndarray, zones: np.ndarray, marker: np.ndarray | None) -> dict:
-    """Lung share of the mass (with the lungs' share of the image as its flat-map reference), the
-    zone profile, and the share on a burned-in marker where one is known."""
-    scores = {"lung_share": mass_share(cam, lungs), "lung_share_flat": float(lungs.mean()),
-              "zone_profile": zone_profile(cam, zones)}
-    if marker is not None and marker.any():
-        scores.update(marker_share=mass_share(cam, marker), marker_share_flat=float(marker.mean()))
-    return scores
+def attribution_scores(cam: np.ndarray, lungs: np.ndarray, zones: np.ndarray) -> dict:
+    """Lung share of the mass (with the lungs' share of the image as its flat-map reference) and the
+    zone profile; the share on a burned-in marker is :func:`marker_scores`'."""
+    return {"lung_share": mass_share(cam, lungs), "lung_share_flat": float(lungs.mean()),
+            "zone_profile": zone_profile(cam, zones)}
 
 
 def marker_scores(cam: np.ndarray, marker: np.ndarray, key: str) -> dict:

@@ -21,7 +21,7 @@ def image_scores(cam: np.ndarray, sample: Sample, settings: dict) -> dict:
     zones = None
     if sample.lungs is not None and sample.lungs.any():
         zones = zone_map(sample.lungs, settings["peripheral_from"])
-        scores.update(attribution_scores(cam, sample.lungs, zones, sample.marker))
+        scores.update(attribution_scores(cam, sample.lungs, zones))
         area = zone_profile(sample.lungs.astype(np.float32), zones)
         scores["area_profile"] = area
         for criterion, (agrees, value) in pattern_agreement(scores["zone_profile"], area, settings["criteria"],
