@@ -475,17 +475,6 @@ def write_lesion_boxes(root: Path) -> Path:
     return path
 
 
-def _with_lesion_boxes(root: Path) -> Path:
-    """``root``, its lesion_boxes.csv written where a set generated before it existed lacks it (a
-    read-only copy is used as it is)."""
-    if not (root / LESION_BOXES).is_file():
-        try:
-            write_lesion_boxes(root)
-        except OSError as exc:
-            log.warning("cannot write %s (%s): evaluate's boxes.file= needs it", root / LESION_BOXES, exc)
-    return root
-
-
 def generate_dataset(root: Path, n_per_class: int, resolution: int, seed: int,
                      classes: tuple[str, ...] = CLASSES, marker: dict[str, float] | None = None,
                      burned_text: float = 0.0, marker_style: str = "box") -> None:
@@ -543,7 +532,7 @@ def ensure_synthetic(root: str | Path, n_per_class: int, resolution: int, seed: 
     if marker and marker_style != "box":  # likewise
         params["marker_style"] = marker_style
     if _matches(root, params):
-        return _with_lesion_boxes(root)
+        return root
     root.parent.mkdir(parents=True, exist_ok=True)
     with open(root.with_name(root.name + ".lock"), "a") as lock:
         try:
@@ -552,7 +541,7 @@ def ensure_synthetic(root: str | Path, n_per_class: int, resolution: int, seed: 
             log.info("waiting for another process that is generating %s", root)
             fcntl.flock(lock, fcntl.LOCK_EX)
         if _matches(root, params):
-            return _with_lesion_boxes(root)
+            return root
         tmp = root.with_name(root.name + ".generating")
         shutil.rmtree(tmp, ignore_errors=True)  # left by an interrupted generation
         generate_dataset(tmp, n_per_class, resolution, seed, marker=marker, burned_text=burned_text or 0.0,
