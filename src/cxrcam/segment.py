@@ -73,7 +73,7 @@ def segment(cfg: dict, run_dir: Path) -> dict:
     best_path = run_dir / "checkpoints" / "best.pt"
 
     # loop: best.pt is replaced only by a strictly better validation Dice
-    history, best_dice, wall = [], -1.0, 0.0
+    history, best_dice, wall, made_by = [], -1.0, 0.0, provenance()  # git is asked once, not at each best epoch
     for epoch in tqdm(range(1, trainer["epochs"] + 1), desc="training the lung segmenter", unit="epoch"):
         started = time.perf_counter()
         train_loss = train_epoch(model, *splits["train"], batch_size, optimizer, scheduler, device, generator,
@@ -87,7 +87,7 @@ def segment(cfg: dict, run_dir: Path) -> dict:
         if val_dice > best_dice:
             best_dice = val_dice
             meta = segmenter_metadata(architecture, size, cfg, training_data, split_record, epoch, val_dice,
-                                      provenance())
+                                      made_by)
             save_checkpoint({"state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
                              "meta": meta}, best_path)
 

@@ -31,6 +31,7 @@ import os
 import shutil
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 import matplotlib
@@ -286,12 +287,13 @@ def burn_in_marker(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return mask
 
 
-def marker_fonts() -> list[Path]:
+@lru_cache(maxsize=1)
+def marker_fonts() -> tuple[Path, ...]:
     """The text fonts matplotlib ships (DejaVu and STIX General, sorted): the same glyphs on every
     machine, unlike system fonts."""
     folder = Path(matplotlib.get_data_path()) / "fonts" / "ttf"
-    return sorted(p for p in folder.glob("*.ttf")
-                  if (p.name.startswith("DejaVu") and "Display" not in p.name) or p.name.startswith("STIXGeneral"))
+    return tuple(sorted(p for p in folder.glob("*.ttf")
+                        if (p.name.startswith("DejaVu") and "Display" not in p.name) or p.name.startswith("STIXGeneral")))
 
 
 def _label_text(rng: np.random.Generator) -> tuple[str, bool]:
@@ -309,7 +311,7 @@ def _label_text(rng: np.random.Generator) -> tuple[str, bool]:
     return f"{scanner} {rng.integers(0, 24):02d}:{rng.integers(0, 60):02d}", False
 
 
-def _text_item(shape: tuple[int, int], rng: np.random.Generator, fonts: list[Path], stamp: bool = False) -> np.ndarray:
+def _text_item(shape: tuple[int, int], rng: np.random.Generator, fonts: tuple[Path, ...], stamp: bool = False) -> np.ndarray:
     """One annotation's strokes (and circle ring) as a bool mask, rasterised without anti-aliasing
     so that the mask is exactly the pixels drawn; mostly near a border, sometimes over anatomy. A
     ``stamp`` is what one source's unit writes on all its images: a positioning word, large, in the

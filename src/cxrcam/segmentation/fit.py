@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from cxrcam.segmentation.segmenter import dice, postprocess, to_input
+from cxrcam.segmentation.segmenter import THRESHOLD, dice, postprocess, to_input
 
 
 def dice_bce_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -48,7 +48,7 @@ def predict_masks(model: nn.Module, images: np.ndarray, batch_size: int, device:
     out = []
     for start in range(0, len(images), batch_size):
         probs = model(to_input(images[start:start + batch_size], device)).sigmoid().cpu().numpy()
-        out += [postprocess(p > 0.5) for p in probs]
+        out += [postprocess(p > THRESHOLD) for p in probs]
     return np.stack(out)
 
 
