@@ -111,7 +111,7 @@ def test_removing_the_marker_a_model_reads_changes_its_scores_by_known_amounts()
     markers += [None, np.zeros((16, 16), bool)]  # no mask, an empty mask: neither enters
     targets += [0, 0]
     lungs = [None] * 5 + [np.ones((16, 16), bool)] * 3
-    result = reliance(marker_reader, grays, targets, markers, lungs, SETTINGS, BOOTSTRAP)
+    result = reliance(marker_reader, marker_reader(grays), grays, targets, markers, lungs, SETTINGS, BOOTSTRAP)
     removed = result.markers_removed
     assert removed.n_images == 6 and (removed.accuracy, removed.edited_accuracy) == (4 / 6, 2 / 6)
     assert (removed.balanced_accuracy, removed.edited_balanced_accuracy) == (0.5, 0.5)
@@ -133,7 +133,8 @@ def test_removing_the_marker_a_model_reads_changes_its_scores_by_known_amounts()
 
 
 def test_an_edit_no_image_has_a_mask_for_is_none():
-    result = reliance(marker_reader, [np.zeros((4, 4), np.uint8)], [0], [None], [np.zeros((4, 4), bool)], SETTINGS,
+    grays = [np.zeros((4, 4), np.uint8)]
+    result = reliance(marker_reader, marker_reader(grays), grays, [0], [None], [np.zeros((4, 4), bool)], SETTINGS,
                       BOOTSTRAP)
     assert result.markers_removed is None and result.lungs_only is None and result.alterations == []
 
@@ -225,7 +226,8 @@ def test_a_confounded_model_loses_more_than_its_control_when_the_markers_are_rem
             with torch.no_grad():
                 return model(as_input(grays)).softmax(1).numpy()
 
-        results[name] = reliance(predict, [s.gray for s in held_out], [CLASSES.index(s.label) for s in held_out],
+        grays = [s.gray for s in held_out]
+        results[name] = reliance(predict, predict(grays), grays, [CLASSES.index(s.label) for s in held_out],
                                  [s.marker for s in held_out], [s.lungs for s in held_out], SETTINGS,
                                  BOOTSTRAP).markers_removed
     confounded, control = results["confounded"], results["control"]
@@ -290,6 +292,7 @@ def test_the_causal_test_removes_the_datasets_markers_where_it_has_them_else_the
                Sample("d.png", "A", gray, None, None, corner, detected_marker=empty)]  # the dataset's mask wins
     cfg = {"causal": {"enabled": True, **SETTINGS}, "batch_size": 2,
            "bootstrap": {"n_resamples": 50, "level": 0.95}, "seed": 0}
-    removed = causal_test(run, samples, cfg).markers_removed
+    probs = model_probabilities(run, 2)([s.gray for s in samples])
+    removed = causal_test(run, samples, probs, cfg).markers_removed
     assert (removed.n_images, removed.accuracy, removed.edited_accuracy) == (3, 1.0, 0.0)
-    assert causal_test(run, samples, {**cfg, "causal": {**cfg["causal"], "enabled": False}}) is None
+    assert causal_test(run, samples, probs, {**cfg, "causal": {**cfg["causal"], "enabled": False}}) is None

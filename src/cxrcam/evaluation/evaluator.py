@@ -75,17 +75,18 @@ def evaluate_cams(run: LoadedRun, samples: list[Sample], split_file: str, method
         pictures=Pictures(mean_heatmaps(cams, samples, classes, cfg["mean_heatmap_size"], lung_frame),
                           example_overlays(cams, samples, classes)),
         faithfulness=faithfulness, sanity=sanity, box_truth=box_truth(samples, cfg["boxes"]["file"]),
-        reliance=causal_test(run, samples, cfg) if (with_checks if with_reliance is None else with_reliance) else None,
+        reliance=(causal_test(run, samples, probs, cfg) if (with_checks if with_reliance is None else with_reliance)
+                  else None),
         seconds=round(time.perf_counter() - started, 1))
 
 
-def causal_test(run: LoadedRun, samples: list[Sample], cfg: dict) -> Reliance | None:
+def causal_test(run: LoadedRun, samples: list[Sample], probs: np.ndarray, cfg: dict) -> Reliance | None:
     """The model's accuracy with the markers removed and on the lungs only, against the images as they
-    are (None with causal.enabled false). The markers removed are the dataset's marker masks where it
+    are, whose class probabilities are ``probs`` (None with causal.enabled false). The markers removed are the dataset's marker masks where it
     has them (exact), else those the detector finds, so that real data without masks is tested too."""
     if not cfg["causal"]["enabled"]:
         return None
-    return reliance(model_probabilities(run, cfg["batch_size"]), [s.gray for s in samples],
+    return reliance(model_probabilities(run, cfg["batch_size"]), probs, [s.gray for s in samples],
                     [run.class_names.index(s.label) for s in samples],
                     [s.detected_marker if s.marker is None else s.marker for s in samples],
                     [s.lungs for s in samples], cfg["causal"], {**cfg["bootstrap"], "seed": cfg["seed"]})

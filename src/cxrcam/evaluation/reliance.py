@@ -110,18 +110,19 @@ def alteration(edit: str, before: np.ndarray, after: np.ndarray, targets: np.nda
                       paired(after[rows, targets] - before[rows, targets]))
 
 
-def reliance(predict: Predict, grays: list[np.ndarray], targets: list[int], markers: list[np.ndarray | None],
-             lungs: list[np.ndarray | None], settings: dict, bootstrap: dict) -> Reliance:
-    """The causal test of one model on images (uint8, model size) with their target classes and, per
-    image, its marker and lung mask (None where there is none; an empty mask counts as none).
+def reliance(predict: Predict, before: np.ndarray, grays: list[np.ndarray], targets: list[int],
+             markers: list[np.ndarray | None], lungs: list[np.ndarray | None], settings: dict,
+             bootstrap: dict) -> Reliance:
+    """The causal test of one model on images (uint8, model size) whose probabilities ``before`` (n,
+    classes) the caller has (evaluate from its CAM pass: only edited images are predicted here), with
+    their target classes and, per image, its marker and lung mask (None where there is none; an empty
+    mask counts as none).
     ``settings``: conf/evaluate.yaml's ``causal`` (marker_dilation_px, outside_lungs); ``bootstrap``:
     n_resamples, level, seed. An edit no image has a mask for is None."""
     targets = np.asarray(targets)
     edits = {"markers_removed": (markers, lambda g, m: inpaint(g, removal_mask(m, settings["marker_dilation_px"]))),
              "lungs_only": (lungs, lambda g, m: lungs_only(g, m, settings["outside_lungs"]))}
     having = {edit: [i for i, m in enumerate(masks) if m is not None and m.any()] for edit, (masks, _) in edits.items()}
-    needed = sorted(set().union(*having.values()))
-    before = dict(zip(needed, predict([grays[i] for i in needed]), strict=True)) if needed else {}
     out = {}
     for edit, (masks, apply) in edits.items():
         chosen = having[edit]
@@ -129,7 +130,7 @@ def reliance(predict: Predict, grays: list[np.ndarray], targets: list[int], mark
             out[edit] = None
             continue
         after = predict([apply(grays[i], masks[i]) for i in tqdm(chosen, desc=f"causal test: {edit}", unit="img")])
-        out[edit] = alteration(edit, np.stack([before[i] for i in chosen]), after, targets[chosen], bootstrap)
+        out[edit] = alteration(edit, before[chosen], after, targets[chosen], bootstrap)
     return Reliance(**out)
 
 
